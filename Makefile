@@ -1,0 +1,57 @@
+# qnet: the single entry point. `make run` starts the mesh, `make test` runs every test tier.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+GEN        := gen
+PROTO_SRC  := $(shell find protos -name '*.proto')
+export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
+
+.PHONY: help setup protos run test test-unit test-integration test-e2e lint bench api-key clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $@
+
+setup: $(STAMP) $(GEN)/.stamp ## Create the venv, install pinned dependencies, generate code
+
+$(GEN)/.stamp: $(STAMP) $(PROTO_SRC) scripts/gen_protos.py
+	$(PY) scripts/gen_protos.py
+	touch $@
+
+protos: $(GEN)/.stamp ## Generate Python stubs and Envoy's descriptor set from protos/
+
+run: setup ## Start the whole mesh behind Envoy on 127.0.0.1:$${QNET_HTTP_PORT:-8080}
+	$(PY) -m services.mesh
+
+api-key: setup ## Create an API key: make api-key NAME=alice
+	$(PY) -m qnet_common.keys create --name "$${NAME:-$$USER}"
+
+lint: setup ## ruff and the import-linter layering contract
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test-unit: setup ## Unit tests: domain and servicers, no sockets
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup ## Integration tests: real aio servers on port 0, real SQLite and PostgreSQL
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: setup ## End-to-end tests: the real mesh behind real Envoy, as an HTTP and WebSocket client
+	$(PY) -m pytest -q tests/e2e
+
+test: lint test-unit test-integration test-e2e ## Every tier
+
+bench: setup ## Benchmarks; results go to bench/results/
+	$(PY) bench/run_all.py
+
+clean: ## Remove generated code and local data
+	rm -rf $(GEN) var .pytest_cache

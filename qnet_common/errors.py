@@ -1,0 +1,178 @@
+"""The one error model of qnet: every failure a user can cause is a QnetError with a documented code.
+
+Domain code raises these; the shared gRPC interceptor turns them into a google.rpc.Status carrying one
+google.rpc.ErrorInfo (reason = code), and Envoy turns that into the HTTP envelope
+{"success": false, "error": {"code": ..., "message": ...}} with the status below.
+
+This module imports no grpc: `grpc_code` is the canonical status name, mapped by the interceptor.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+ERROR_DOMAIN = "qnet.softquantus.com"
+
+# Canonical gRPC status -> HTTP status, as Envoy's transcoder maps them (kept here so docs and tests agree).
+HTTP_STATUS_OF_GRPC = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "ABORTED": 409,
+    "ALREADY_EXISTS": 409,
+    "RESOURCE_EXHAUSTED": 429,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "UNKNOWN": 500,
+    "DATA_LOSS": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
+class QnetError(Exception):
+    """Base of every documented error. Subclasses fix `code` (the documented reason) and `grpc_code`."""
+
+    code: ClassVar[str] = "INTERNAL"
+    grpc_code: ClassVar[str] = "INTERNAL"
+    #: True when retrying the same call later may succeed (used by the scheduler's retry policy).
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str, **metadata: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = {key: str(value) for key, value in metadata.items()}
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS_OF_GRPC[self.grpc_code]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+# --- the spec's table -------------------------------------------------------------------------------
+
+
+class NoBackends(QnetError):
+    code = "NO_BACKENDS"
+    grpc_code = "UNAVAILABLE"
+
+
+class AllBackendsFailed(QnetError):
+    code = "ALL_BACKENDS_FAILED"
+    grpc_code = "UNAVAILABLE"
+
+
+class AggregationFailed(QnetError):
+    code = "AGGREGATION_FAILED"
+    grpc_code = "INTERNAL"
+
+
+class InvalidStrategy(QnetError):
+    code = "INVALID_STRATEGY"
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class BackendNotFound(QnetError):
+    code = "BACKEND_NOT_FOUND"
+    grpc_code = "NOT_FOUND"
+
+
+class QuotaExceeded(QnetError):
+    code = "QUOTA_EXCEEDED"
+    grpc_code = "PERMISSION_DENIED"
+
+
+# --- beyond the table: auth, input validation, jobs ----------------------------------------------------
+
+
+class Unauthenticated(QnetError):
+    code = "UNAUTHENTICATED"
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(QnetError):
+    code = "PERMISSION_DENIED"
+    grpc_code = "PERMISSION_DENIED"
+
+
+class InvalidArgument(QnetError):
+    """A request field is missing or out of range; the message names the field and what to send."""
+
+    code = "INVALID_ARGUMENT"
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class InvalidQasm(InvalidArgument):
+    code = "INVALID_QASM"
+
+
+class CircuitTooLarge(InvalidArgument):
+    code = "CIRCUIT_TOO_LARGE"
+
+
+class InvalidShots(InvalidArgument):
+    code = "INVALID_SHOTS"
+
+
+class UnsupportedInstruction(InvalidArgument):
+    code = "UNSUPPORTED_INSTRUCTION"
+
+
+class InvalidAggregationMethod(InvalidArgument):
+    code = "INVALID_AGGREGATION_METHOD"
+
+
+class InvalidCounts(InvalidArgument):
+    code = "INVALID_COUNTS"
+
+
+class JobNotFound(QnetError):
+    code = "JOB_NOT_FOUND"
+    grpc_code = "NOT_FOUND"
+
+
+class JobAlreadyFinished(QnetError):
+    code = "JOB_ALREADY_FINISHED"
+    grpc_code = "ABORTED"
+
+
+class BackendUnavailable(QnetError):
+    """A backend could not run a task right now (process down, deadline); the scheduler may retry."""
+
+    code = "BACKEND_UNAVAILABLE"
+    grpc_code = "UNAVAILABLE"
+    transient = True
+
+
+class BackendExecutionError(QnetError):
+    """A backend accepted a task and failed it; retrying the same backend will not help."""
+
+    code = "BACKEND_EXECUTION_ERROR"
+    grpc_code = "INTERNAL"
+
+
+class TaskCancelled(QnetError):
+    code = "CANCELLED"
+    grpc_code = "CANCELLED"
+
+
+class Internal(QnetError):
+    code = "INTERNAL"
+    grpc_code = "INTERNAL"
+
+
+def all_error_types() -> list[type[QnetError]]:
+    """Every concrete documented error type, for docs and the tests that cover each one end to end."""
+    seen: list[type[QnetError]] = []
+    stack = list(QnetError.__subclasses__())
+    while stack:
+        cls = stack.pop(0)
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen
