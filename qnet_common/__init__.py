@@ -1,0 +1,1 @@
+"""Code shared by every qnet service: settings, logging, errors, auth, storage and the gRPC bootstrap."""

@@ -1,0 +1,291 @@
+"""The one gRPC server bootstrap of every service: auth, error mapping, metrics, health, reflection, drain.
+
+`create_server(settings, component)` builds a grpc.aio server on `settings.grpc_port` (0: any free port) and
+returns it with the bound port; `serve(name, build)` is each service's `main`: it starts the server and its
+metrics endpoint, prints one ready line, and on SIGTERM or SIGINT drains in-flight work before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+from prometheus_client import Counter, Histogram, start_http_server
+
+from qnet_common import errors, logs
+from qnet_common.db import Database
+from qnet_common.keys import ApiKeyStore
+from qnet_common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Trailing metadata holding the ready HTTP error envelope; Envoy's Lua filter turns it into the body.
+ENVELOPE_HEADER = "qnet-error-envelope"
+#: RPCs anyone may call: health checks and reflection.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+RPC_HANDLED = Counter(
+    "qnet_grpc_server_handled_total", "RPCs completed, by method and status code", ["service", "method", "code"]
+)
+RPC_SECONDS = Histogram(
+    "qnet_grpc_server_handling_seconds",
+    "RPC handling time in seconds",
+    ["service", "method"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: an API key's id, or the mesh itself (internal calls with the service key)."""
+
+    key_id: str
+    name: str
+    internal: bool = False
+    shots_per_day: int | None = None
+    cost_per_day: float | None = None
+
+
+#: The authenticated caller of the RPC being handled.
+current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("current_caller")
+
+#: Internal callers act on behalf of a user by sending this metadata with the service key.
+ON_BEHALF_OF = "qnet-on-behalf-of"
+
+
+class Authenticator:
+    """One check for REST (through Envoy) and gRPC callers: `authorization: Bearer <key>`."""
+
+    CACHE_S = 5.0
+
+    def __init__(self, keys: ApiKeyStore, service_key: str) -> None:
+        self._keys = keys
+        self._service_key = service_key
+        self._cache: dict[str, tuple[float, Caller | None]] = {}
+
+    async def authenticate(self, metadata: dict[str, str]) -> Caller:
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise errors.Unauthenticated(
+                "missing API key: send the header 'Authorization: Bearer <key>' (create a key with make api-key)"
+            )
+        if self._service_key and _equal(token, self._service_key):
+            owner = metadata.get(ON_BEHALF_OF, "")
+            return Caller(key_id=owner or "mesh", name="mesh", internal=True)
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached is None or now - cached[0] > self.CACHE_S:
+            key = await asyncio.to_thread(self._keys.lookup, token)
+            caller = (
+                None
+                if key is None
+                else Caller(key.key_id, key.name, shots_per_day=key.shots_per_day, cost_per_day=key.cost_per_day)
+            )
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (now, caller)
+        else:
+            caller = cached[1]
+        if caller is None:
+            raise errors.Unauthenticated("invalid API key: check the key or create a new one with make api-key")
+        return caller
+
+
+def _equal(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def envelope(code: str, message: str) -> str:
+    """The HTTP error body of the spec, ASCII-only so it can travel as gRPC metadata."""
+    return json.dumps({"success": False, "error": {"code": code, "message": message}}, ensure_ascii=True)
+
+
+def error_status(error: errors.QnetError) -> grpc.Status:
+    """A QnetError as a google.rpc.Status with one ErrorInfo, plus the envelope trailer for Envoy."""
+    code = getattr(grpc.StatusCode, error.grpc_code)
+    info = error_details_pb2.ErrorInfo(reason=error.code, domain=errors.ERROR_DOMAIN, metadata=error.metadata)
+    detail = status_pb2.Status(code=code.value[0], message=error.message)
+    detail.details.add().Pack(info)
+    status = rpc_status.to_status(detail)
+    trailers = (*status.trailing_metadata, (ENVELOPE_HEADER, envelope(error.code, error.message)))
+    return _Status(status.code, status.details, trailers)
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, Any], ...]
+
+
+class QnetInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates every RPC but health and reflection, maps QnetError to a Status, counts and times."""
+
+    def __init__(self, service: str, authenticator: Authenticator | None) -> None:
+        self._service = service
+        self._auth = authenticator
+
+    async def intercept_service(self, continuation, details):  # noqa: ANN001 - grpc's own signature
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        is_open = method.startswith(OPEN_PREFIXES) or self._auth is None
+        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        short = method.rsplit("/", 1)[-1]
+
+        async def authenticate(context: grpc.aio.ServicerContext) -> None:
+            if not is_open:
+                current_caller.set(await self._auth.authenticate(metadata))
+
+        async def fail(context: grpc.aio.ServicerContext, error: BaseException, started: float) -> None:
+            if isinstance(error, errors.QnetError):
+                qnet_error = error
+            else:
+                log.exception("unhandled error method=%s", method, exc_info=error)
+                qnet_error = errors.Internal("internal error; the failure is logged under this request's time")
+            status = error_status(qnet_error)
+            self._record(short, status.code.name, started)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):  # noqa: ANN001
+                started = time.perf_counter()
+                try:
+                    await authenticate(context)
+                    response = await inner(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as error:  # every failure becomes a documented status
+                    await fail(context, error, started)
+                    raise  # unreachable: abort raises
+                self._record(short, "OK", started)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def unary_stream(request, context):  # noqa: ANN001
+                started = time.perf_counter()
+                try:
+                    await authenticate(context)
+                    async for item in inner_stream(request, context):
+                        yield item
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as error:
+                    await fail(context, error, started)
+                self._record(short, "OK", started)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+    def _record(self, method: str, code: str, started: float) -> None:
+        RPC_HANDLED.labels(self._service, method, code).inc()
+        RPC_SECONDS.labels(self._service, method).observe(time.perf_counter() - started)
+
+
+class Component(Protocol):
+    """What a service plugs into the bootstrap."""
+
+    #: Full names of the gRPC services it registers (for health and reflection).
+    service_names: Sequence[str]
+
+    def register(self, server: grpc.aio.Server) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+def open_keys(settings: Settings) -> ApiKeyStore:
+    return ApiKeyStore(Database(settings.db_url))
+
+
+async def create_server(
+    settings: Settings, service: str, component: Component, keys: ApiKeyStore | None
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Builds the server with the shared interceptor, health and reflection; binds settings.grpc_port."""
+    authenticator = Authenticator(keys, settings.service_key) if keys is not None else None
+    server = grpc.aio.server(
+        interceptors=[QnetInterceptor(service, authenticator)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+    )
+    component.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*component.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.grpc_port}")
+    return server, port, health_servicer
+
+
+async def run_service(
+    service: str, component: Component, settings: Settings, keys: ApiKeyStore | None,
+    stop_event: asyncio.Event,
+) -> None:
+    """Runs until `stop_event` is set, then drains: NOT_SERVING, stop RPCs and background work with grace."""
+    server, port, health_servicer = await create_server(settings, service, component, keys)
+    metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+    metrics_port = metrics_server.server_port
+    await component.start()
+    await server.start()
+    for name in [*component.service_names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # The launcher reads this line to learn the bound ports.
+    print(f"QNET_READY service={service} grpc={settings.host}:{port} metrics={settings.host}:{metrics_port}",
+          flush=True)
+    log.info("serving service=%s grpc_port=%d metrics_port=%d", service, port, metrics_port)
+    await stop_event.wait()
+    log.info("draining service=%s grace_s=%.1f", service, settings.grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    await asyncio.gather(server.stop(settings.grace_s), component.stop(settings.grace_s))
+    metrics_server.shutdown()
+    log.info("stopped service=%s", service)
+
+
+def serve(service: str, build: Callable[[Settings], Awaitable[Component]], **defaults: object) -> None:
+    """The `main` of a service: settings from the environment, run until SIGTERM/SIGINT, then drain."""
+    try:
+        settings = Settings.from_env(**defaults)
+    except ValueError as error:
+        print(f"{service}: bad configuration: {error}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(service, settings.log_level)
+
+    async def main() -> None:
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_event.set)
+        keys = await asyncio.to_thread(open_keys, settings)
+        component = await build(settings)
+        await run_service(service, component, settings, keys, stop_event)
+
+    asyncio.run(main())

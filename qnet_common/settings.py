@@ -1,0 +1,121 @@
+"""Settings of every qnet service, parsed once from the environment into a frozen object."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A malformed environment variable; the message names it and says what it expects."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _pairs(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """Parses `a=x,b=y` into {"a": "x", "b": "y"}."""
+    raw = env.get(name, "").strip()
+    result: dict[str, str] = {}
+    if not raw:
+        return result
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SettingsError(f"{name}: {item!r} is not of the form id=value (separate pairs with commas)")
+        result[key.strip()] = value.strip()
+    return result
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service reads from its environment. Defaults make `make run` work on one machine."""
+
+    host: str = "127.0.0.1"
+    #: gRPC port of this service; 0 picks a free one (tests).
+    grpc_port: int = 0
+    #: Prometheus metrics port of this service; 0 picks a free one.
+    metrics_port: int = 0
+    data_dir: pathlib.Path = pathlib.Path("var")
+    #: sqlite:///path/to/file.db or postgresql://...; empty means SQLite in data_dir.
+    database_url: str = ""
+    #: Shared secret the mesh's services use to call each other (never exposed through Envoy).
+    service_key: str = ""
+    log_level: str = "INFO"
+    grace_s: float = 10.0
+    backends_addr: str = "127.0.0.1:50052"
+    aggregator_addr: str = "127.0.0.1:50053"
+    scheduler_addr: str = "127.0.0.1:50051"
+    network_addr: str = "127.0.0.1:50054"
+    gateway_addr: str = "127.0.0.1:8081"
+    envoy_addr: str = "127.0.0.1:8080"
+    #: How long POST /execute waits for a job to finish before returning it as it stands.
+    execute_wait_s: float = 30.0
+    #: Device ids served by this backends process; empty means every known device.
+    devices: tuple[str, ...] = ()
+    #: Initial device statuses, e.g. {"rigetti_aspen": "maintenance"}.
+    device_status: dict[str, str] = field(default_factory=dict)
+    #: Injected device faults for resilience tests, e.g. {"ibm_brisbane": "unavailable"}.
+    faults: dict[str, str] = field(default_factory=dict)
+    #: Scheduler worker tasks per process.
+    workers: int = 8
+    #: Seconds a claimed job stays leased to one scheduler before another may take it over.
+    lease_s: float = 30.0
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'qnet.db'}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **defaults: object) -> Settings:
+        """Reads QNET_* variables; `defaults` are per-service defaults used when a variable is unset."""
+        env = os.environ if env is None else env
+        base = cls(**defaults)  # type: ignore[arg-type]
+        devices = tuple(d.strip() for d in env.get("QNET_DEVICES", "").split(",") if d.strip())
+        return cls(
+            host=env.get("QNET_HOST", base.host),
+            grpc_port=_int(env, "QNET_GRPC_PORT", base.grpc_port),
+            metrics_port=_int(env, "QNET_METRICS_PORT", base.metrics_port),
+            data_dir=pathlib.Path(env.get("QNET_DATA_DIR", str(base.data_dir))),
+            database_url=env.get("QNET_DATABASE_URL", base.database_url),
+            service_key=env.get("QNET_SERVICE_KEY", base.service_key),
+            log_level=env.get("QNET_LOG_LEVEL", base.log_level).upper(),
+            grace_s=_float(env, "QNET_GRACE_S", base.grace_s),
+            backends_addr=env.get("QNET_BACKENDS_ADDR", base.backends_addr),
+            aggregator_addr=env.get("QNET_AGGREGATOR_ADDR", base.aggregator_addr),
+            scheduler_addr=env.get("QNET_SCHEDULER_ADDR", base.scheduler_addr),
+            network_addr=env.get("QNET_NETWORK_ADDR", base.network_addr),
+            gateway_addr=env.get("QNET_GATEWAY_ADDR", base.gateway_addr),
+            envoy_addr=env.get("QNET_ENVOY_ADDR", base.envoy_addr),
+            execute_wait_s=_float(env, "QNET_EXECUTE_WAIT_S", base.execute_wait_s),
+            devices=devices or base.devices,
+            device_status=_pairs(env, "QNET_DEVICE_STATUS") or dict(base.device_status),
+            faults=_pairs(env, "QNET_FAULTS") or dict(base.faults),
+            workers=_int(env, "QNET_WORKERS", base.workers, minimum=1),
+            lease_s=_float(env, "QNET_LEASE_S", base.lease_s, minimum=1.0),
+        )

@@ -1,0 +1,118 @@
+"""The backends' gRPC servicers: public BackendService and internal DeviceService. Thin by design."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+
+from qnet.backends.v1 import backend_service_pb2 as bs
+from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
+from qnet.backends.v1 import device_service_pb2 as ds
+from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
+
+from qnet_common import errors
+from qnet_common.grpcserver import current_caller
+from services.backends.api import convert
+from services.backends.domain.fleet import Fleet
+
+
+def _backend(fleet: Fleet, device_id: str, *, with_coupling: bool):  # noqa: ANN202
+    device = fleet.device(device_id)
+    return convert.backend(
+        device.spec, fleet.statuses[device_id], fleet.queues[device_id].snapshot(), with_coupling=with_coupling
+    )
+
+
+class BackendServicer(bs_grpc.BackendServiceServicer):
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    async def ListBackends(self, request, context):  # noqa: ANN001, N802
+        return bs.ListBackendsResponse(
+            success=True, data=[_backend(self._fleet, d, with_coupling=False) for d in self._fleet.devices]
+        )
+
+    async def GetBackend(self, request, context):  # noqa: ANN001, N802
+        return bs.GetBackendResponse(success=True, data=_backend(self._fleet, request.id, with_coupling=True))
+
+    async def GetCalibration(self, request, context):  # noqa: ANN001, N802
+        return bs.GetCalibrationResponse(
+            success=True, data=convert.calibration(self._fleet.device(request.id).spec)
+        )
+
+    async def GetQueue(self, request, context):  # noqa: ANN001, N802
+        self._fleet.device(request.id)
+        return bs.GetQueueResponse(
+            success=True, data=convert.queue_status(request.id, self._fleet.queues[request.id].snapshot())
+        )
+
+
+class DeviceServicer(ds_grpc.DeviceServiceServicer):
+    """Internal: only the mesh (service key) may call it."""
+
+    def __init__(self, fleet: Fleet, executor: Executor) -> None:
+        self._fleet = fleet
+        self._executor = executor
+
+    @staticmethod
+    def _internal_only() -> None:
+        caller = current_caller.get(None)
+        if caller is not None and not caller.internal:
+            raise errors.PermissionDenied("DeviceService is internal to the mesh; use the public API")
+
+    async def ListDevices(self, request, context):  # noqa: ANN001, N802
+        self._internal_only()
+        return ds.ListDevicesResponse(
+            devices=[_backend(self._fleet, d, with_coupling=True) for d in self._fleet.devices]
+        )
+
+    async def RunCircuit(self, request, context):  # noqa: ANN001, N802
+        self._internal_only()
+        run = await self._fleet.run(
+            request.device_id, request.qasm, request.shots, request.task_id or f"task_{id(request)}",
+            request.seed or None,
+        )
+        return ds.RunCircuitResponse(
+            counts=run.result.counts,
+            queue_time_s=run.queue_time_s,
+            execution_time_s=run.execution_time_s,
+            compiled_depth=run.result.compiled_depth,
+            two_qubit_gates=run.result.two_qubit_gates,
+        )
+
+    async def CancelTask(self, request, context):  # noqa: ANN001, N802
+        self._internal_only()
+        return ds.CancelTaskResponse(cancelled=self._fleet.cancel(request.task_id))
+
+    async def AssessCircuit(self, request, context):  # noqa: ANN001, N802
+        self._internal_only()
+        ids = list(request.device_ids) or list(self._fleet.devices)
+        for device_id in ids:
+            self._fleet.device(device_id)
+        results = await asyncio.gather(
+            *(self._assess(d, request.qasm, request.shots) for d in ids)
+        )
+        return ds.AssessCircuitResponse(assessments=results)
+
+    async def _assess(self, device_id: str, qasm: str, shots: int) -> ds.CircuitAssessment:
+        spec = self._fleet.device(device_id).spec
+        try:
+            found = await self._fleet.assess(device_id, qasm, shots, self._executor)
+        except (errors.CircuitTooLarge, errors.UnsupportedInstruction, errors.InvalidShots) as error:
+            return ds.CircuitAssessment(device_id=device_id, runnable=False, reason=f"{error.code}: {error.message}",
+                                        currency=spec.price.currency)
+        return ds.CircuitAssessment(
+            device_id=device_id,
+            runnable=True,
+            cost=spec.price.cost(shots, found.estimated_execution_s),
+            currency=spec.price.currency,
+            estimated_execution_s=found.estimated_execution_s,
+            estimated_success_probability=found.estimated_success_probability,
+            compiled_depth=found.compiled_depth,
+            two_qubit_gates=found.two_qubit_gates,
+        )
+
+    async def SetDeviceStatus(self, request, context):  # noqa: ANN001, N802
+        self._internal_only()
+        await asyncio.to_thread(self._fleet.set_status, request.device_id, request.status)
+        return ds.SetDeviceStatusResponse(device=_backend(self._fleet, request.device_id, with_coupling=False))

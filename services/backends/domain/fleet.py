@@ -1,0 +1,97 @@
+"""The devices one backends process serves: their queues, statuses and injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from qnet_common import errors
+from services.backends.domain.device import DEVICE_STATUSES, Assessment, Device, RunResult
+from services.backends.domain.queue import DeviceQueue
+
+#: Faults an operator or a resilience test can inject per device (QNET_FAULTS=ibm_brisbane=unavailable).
+FAULTS = ("unavailable", "error", "slow")
+
+
+@dataclass(frozen=True)
+class Run:
+    result: RunResult
+    queue_time_s: float
+    execution_time_s: float
+
+
+class Fleet:
+    """Routes tasks to devices. Status changes go through `on_status`, which persists and publishes them."""
+
+    def __init__(
+        self,
+        devices: Mapping[str, Device],
+        executor: Executor,
+        statuses: Mapping[str, str],
+        faults: Mapping[str, str] | None = None,
+        on_status: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.devices = dict(devices)
+        self.queues = {
+            device_id: DeviceQueue(device_id, executor, concurrency=1, max_queue_depth=200)
+            for device_id in self.devices
+        }
+        self.statuses = {device_id: statuses.get(device_id, "online") for device_id in self.devices}
+        for device_id, status in self.statuses.items():
+            _check_status(device_id, status)
+        self.faults = dict(faults or {})
+        for device_id, fault in self.faults.items():
+            if fault not in FAULTS:
+                raise ValueError(f"fault {fault!r} for {device_id}: expected one of {', '.join(FAULTS)}")
+        self._on_status = on_status
+
+    def device(self, device_id: str) -> Device:
+        try:
+            return self.devices[device_id]
+        except KeyError:
+            known = ", ".join(sorted(self.devices))
+            raise errors.BackendNotFound(
+                f"backend {device_id!r} not found; known backends: {known}", backend=device_id
+            ) from None
+
+    async def run(self, device_id: str, qasm: str, shots: int, task_id: str, seed: int | None) -> Run:
+        device = self.device(device_id)
+        status = self.statuses[device_id]
+        if status != "online":
+            raise errors.BackendUnavailable(f"{device_id} is {status}", backend=device_id)
+        fault = self.faults.get(device_id)
+        if fault == "unavailable":
+            raise errors.BackendUnavailable(f"{device_id} is unreachable (injected fault)", backend=device_id)
+        if fault == "error":
+            raise errors.BackendExecutionError(f"{device_id} failed the task (injected fault)", backend=device_id)
+        if fault == "slow":
+            await asyncio.sleep(2 + random.random())
+        result, queue_s, execution_s = await self.queues[device_id].run(
+            task_id, shots, lambda: device.run(qasm, shots, seed)
+        )
+        return Run(result, queue_s, execution_s)
+
+    async def assess(self, device_id: str, qasm: str, shots: int, executor: Executor) -> Assessment:
+        device = self.device(device_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, device.assess, qasm, shots)
+
+    def cancel(self, task_id: str) -> bool:
+        return any(queue.cancel(task_id) for queue in self.queues.values())
+
+    def set_status(self, device_id: str, status: str) -> None:
+        self.device(device_id)
+        _check_status(device_id, status)
+        self.statuses[device_id] = status
+        if self._on_status is not None:
+            self._on_status(device_id, status)
+
+
+def _check_status(device_id: str, status: str) -> None:
+    if status not in DEVICE_STATUSES:
+        raise errors.InvalidArgument(
+            f"status {status!r} for {device_id}: expected one of {', '.join(DEVICE_STATUSES)}"
+        )

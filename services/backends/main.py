@@ -1,0 +1,70 @@
+"""The backends service: the devices' adapters behind BackendService (public) and DeviceService (internal)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from qnet.backends.v1 import (
+    backend_service_pb2,
+    backend_service_pb2_grpc,
+    device_service_pb2,
+    device_service_pb2_grpc,
+)
+
+from qnet_common.db import Database
+from qnet_common.grpcserver import serve
+from qnet_common.settings import Settings
+from services.backends.adapters.registry import build_devices
+from services.backends.adapters.status_store import StatusStore
+from services.backends.api.servicers import BackendServicer, DeviceServicer
+from services.backends.domain.fleet import Fleet
+
+
+class BackendsComponent:
+    service_names = (
+        backend_service_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+        device_service_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self._db = Database(settings.db_url)
+        self._statuses = StatusStore(self._db)
+        self._executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="device")
+        devices = build_devices(settings.devices or None)
+        stored = self._statuses.load()
+        for device_id, status in settings.device_status.items():
+            stored[device_id] = status  # the environment wins at start
+        self.fleet = Fleet(
+            devices, self._executor, stored, settings.faults, on_status=self._statuses.save
+        )
+        for device_id, status in settings.device_status.items():
+            if device_id in devices:
+                self._statuses.save(device_id, status)
+
+    def register(self, server) -> None:  # noqa: ANN001
+        backend_service_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(self.fleet), server)
+        device_service_pb2_grpc.add_DeviceServiceServicer_to_server(
+            DeviceServicer(self.fleet, self._executor), server
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, grace: float) -> None:
+        """In-flight tasks finish within the server's grace; then the executor and database close."""
+        await asyncio.to_thread(self._executor.shutdown, wait=False, cancel_futures=True)
+        self._db.close()
+
+
+async def build(settings: Settings) -> BackendsComponent:
+    return await asyncio.to_thread(BackendsComponent, settings)
+
+
+def main() -> None:
+    serve("backends", build, grpc_port=50052, metrics_port=9102)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The network service's servicer: status, metrics, topology and cost estimates. Thin by design."""
+
+from __future__ import annotations
+
+import asyncio
+
+from qnet.network.v1 import network_service_pb2 as nw
+from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
+
+from qnet_common import errors
+from services.network.adapters.mesh import Mesh
+from services.network.domain.status import BackendLine, network_status, percentile
+from services.scheduler.domain.jobs import DEFAULT_SHOTS, MAX_SHOTS, validate_request
+from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
+
+
+class NetworkServicer(nw_grpc.NetworkServiceServicer):
+    def __init__(self, mesh: Mesh) -> None:
+        self._mesh = mesh
+
+    async def GetStatus(self, request, context):  # noqa: ANN001, N802
+        (devices, reachable), active = await asyncio.gather(
+            self._mesh.devices_or_empty(), asyncio.to_thread(self._mesh.stats.active_jobs)
+        )
+        lines = [BackendLine(d.id, d.status, d.queue_depth, d.num_qubits) for d in devices]
+        found = network_status(lines, active, reachable)
+        return nw.GetStatusResponse(
+            success=True,
+            data=nw.NetworkStatus(
+                overall_status=found.overall_status,
+                total_capacity=found.total_capacity,
+                active_jobs=found.active_jobs,
+                backends=[nw.BackendStatus(id=b.id, status=b.status, queue_depth=b.queue_depth)
+                          for b in found.backends],
+            ),
+        )
+
+    async def GetMetrics(self, request, context):  # noqa: ANN001, N802
+        stats = await asyncio.to_thread(self._mesh.stats.stats)
+        data = nw.NetworkMetrics(
+            jobs_by_status=stats.jobs_by_status,
+            throughput=[
+                nw.Throughput(window_minutes=w, jobs=n, jobs_per_minute=n / w) for w, n in stats.finished_in.items()
+            ],
+            shots_executed=stats.shots_executed,
+            cost_spent=round(stats.cost_spent, 6),
+            currency="USD",
+        )
+        for backend, b in sorted(stats.backends.items()):
+            data.backends.add(
+                backend=backend, runs=b.runs, success_rate=b.completed / b.runs if b.runs else 0.0,
+                queue_time_p50_s=percentile(b.queue_times, 50), queue_time_p95_s=percentile(b.queue_times, 95),
+                execution_time_p50_s=percentile(b.execution_times, 50),
+                execution_time_p95_s=percentile(b.execution_times, 95), shots=b.shots,
+            )
+        return nw.GetMetricsResponse(success=True, data=data)
+
+    async def GetTopology(self, request, context):  # noqa: ANN001, N802
+        (devices, _), services = await asyncio.gather(self._mesh.devices_or_empty(), self._mesh.service_health())
+        topology = nw.Topology()
+        for name, (address, health) in services.items():
+            topology.nodes.add(id=name, kind="service", status=health, address=address)
+        for d in devices:
+            topology.nodes.add(
+                id=d.id, kind="backend", status=d.status, provider=d.provider, num_qubits=d.num_qubits,
+                connectivity=d.connectivity, coupling_edges=len(d.coupling_map),
+            )
+            topology.links.add(source="backends", target=d.id, protocol="device")
+        for source, target, protocol in Mesh.LINKS:
+            topology.links.add(source=source, target=target, protocol=protocol)
+        return nw.GetTopologyResponse(success=True, data=topology)
+
+    async def EstimateCost(self, request, context):  # noqa: ANN001, N802
+        strategy = request.strategy or "cost_optimized"
+        job = validate_request(request.qasm, list(request.backends), strategy, request.shots, False, "", STRATEGIES)
+        devices = await self._mesh.devices()
+        by_id = {d.id: d for d in devices}
+        for backend in job.backends:
+            if backend not in by_id:
+                raise errors.BackendNotFound(
+                    f"backend {backend!r} not found; known backends: {', '.join(sorted(by_id))}", backend=backend
+                )
+        names = list(job.backends) or list(by_id)
+        assessments = await self._mesh.assess(names, job.qasm, job.shots)
+        candidates = [
+            Candidate(
+                backend=name, status=by_id[name].status, position=i, estimated_wait_s=by_id[name].estimated_wait_s,
+                success_probability=assessments[name].estimated_success_probability, cost=assessments[name].cost,
+                runnable=assessments[name].runnable, note=assessments[name].reason,
+            )
+            for i, name in enumerate(names)
+        ]
+        estimate = nw.CostEstimate(strategy=strategy, shots=job.shots, currency="USD")
+        for c in candidates:
+            a = assessments[c.backend]
+            estimate.backends.add(backend=c.backend, cost=round(a.cost, 6),
+                                  estimated_execution_s=a.estimated_execution_s, eligible=c.eligible,
+                                  note=c.why_not)
+        if strategy == "round_robin":
+            turn = await asyncio.to_thread(self._mesh.peek_turn, ",".join(sorted(names)))
+        else:
+            turn = 0
+        selection = choose(strategy, candidates, turn)
+        selected = list(selection.order) if strategy == "all" else [selection.order[0]]
+        estimate.selected.extend(selected)
+        estimate.total_cost = round(sum(assessments[b].cost for b in selected), 6)
+        return nw.EstimateCostResponse(success=True, data=estimate)
+
+
+__all__ = ["NetworkServicer", "DEFAULT_SHOTS", "MAX_SHOTS"]

@@ -1,0 +1,39 @@
+"""The network service: status, metrics, topology and cost estimates over the live mesh and the job store."""
+
+from __future__ import annotations
+
+from qnet.network.v1 import network_service_pb2, network_service_pb2_grpc
+
+from qnet_common.grpcserver import serve
+from qnet_common.settings import Settings
+from services.network.adapters.mesh import Mesh
+from services.network.api.servicers import NetworkServicer
+
+
+class NetworkComponent:
+    service_names = (network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,)
+
+    def __init__(self, settings: Settings) -> None:
+        self._mesh = Mesh(settings)
+
+    def register(self, server) -> None:  # noqa: ANN001
+        network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(self._mesh), server)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, grace: float) -> None:
+        await self._mesh.close()
+
+
+async def build(settings: Settings) -> NetworkComponent:
+    # gRPC channels must be made on the running loop; the schema migration is quick.
+    return NetworkComponent(settings)
+
+
+def main() -> None:
+    serve("network", build, grpc_port=50054, metrics_port=9104)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""The durable job store: SQLite (embedded default) or PostgreSQL, one implementation for both.
+
+Work is shared by row leases: a worker claims a queued job (or one whose lease expired because its
+scheduler died) and only the lease holder may record the outcome, so a job never gets two results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+from qnet_common import errors
+from qnet_common.db import Database, Tx
+from qnet_common.events import Event, EventLog
+from services.scheduler.domain.jobs import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    TERMINAL,
+    BackendRun,
+    Job,
+    JobRequest,
+    Outcome,
+    Score,
+    Selection,
+)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        job_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        request TEXT NOT NULL,
+        request_id TEXT NOT NULL DEFAULT '',
+        batch_id TEXT NOT NULL DEFAULT '',
+        created_at {float} NOT NULL,
+        started_at {float},
+        finished_at {float},
+        lease_owner TEXT,
+        lease_expires {float},
+        claims INTEGER NOT NULL DEFAULT 0,
+        outcome TEXT,
+        assessments TEXT NOT NULL DEFAULT '{{}}',
+        shots INTEGER NOT NULL DEFAULT 0,
+        cost {float} NOT NULL DEFAULT 0,
+        backend TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (status, created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_request ON jobs (owner, request_id) WHERE request_id <> ''",
+    """CREATE TABLE IF NOT EXISTS batches (
+        batch_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        request_id TEXT NOT NULL DEFAULT '',
+        created_at {float} NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS batches_request ON batches (owner, request_id) WHERE request_id <> ''",
+    """CREATE TABLE IF NOT EXISTS round_robin (
+        rotation TEXT PRIMARY KEY,
+        turn INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS usage (
+        owner TEXT NOT NULL,
+        day TEXT NOT NULL,
+        shots INTEGER NOT NULL DEFAULT 0,
+        cost {float} NOT NULL DEFAULT 0,
+        PRIMARY KEY (owner, day)
+    )""",
+)
+
+#: A job claimed this many times without finishing (its schedulers kept dying) is failed, not retried forever.
+MAX_CLAIMS = 3
+
+
+def _outcome_to_json(outcome: Outcome) -> str:
+    return json.dumps(dataclasses.asdict(outcome))
+
+
+def _outcome_from_json(text: str | None) -> Outcome | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    selection = data.pop("selection")
+    runs = data.pop("runs")
+    outcome = Outcome(**data)
+    outcome.runs = [BackendRun(**run) for run in runs]
+    if selection:
+        selection["order"] = tuple(selection["order"])
+        selection["scores"] = tuple(Score(**s) for s in selection["scores"])
+        outcome.selection = Selection(**selection)
+    return outcome
+
+
+def _job(row: dict) -> Job:
+    return Job(
+        job_id=row["job_id"],
+        owner=row["owner"],
+        request=JobRequest.from_dict(json.loads(row["request"])),
+        status=row["status"],
+        created_at=row["created_at"],
+        batch_id=row["batch_id"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        outcome=_outcome_from_json(row["outcome"]),
+        assessments=json.loads(row["assessments"]),
+    )
+
+
+class JobStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        db.migrate(SCHEMA)
+        self._events = EventLog(db)
+
+    @property
+    def events(self) -> EventLog:
+        return self._events
+
+    # --- submission ------------------------------------------------------------------------------------
+
+    def insert(self, job: Job, request_id: str = "") -> tuple[Job, bool]:
+        """Stores a queued job; with a request_id already used by this owner, returns that job instead."""
+        with self.db.transaction() as tx:
+            if request_id:
+                row = tx.one("SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, request_id))
+                if row is not None:
+                    return _job(row), False
+            self._insert(tx, job, request_id)
+        return job, True
+
+    def _insert(self, tx: Tx, job: Job, request_id: str) -> None:
+        outcome = job.outcome
+        tx.execute(
+            "INSERT INTO jobs (job_id, owner, status, request, request_id, batch_id, created_at, finished_at,"
+            " outcome, assessments, shots) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.job_id, job.owner, job.status, json.dumps(job.request.to_dict()), request_id, job.batch_id,
+                job.created_at, job.finished_at, _outcome_to_json(outcome) if outcome else None,
+                json.dumps(job.assessments), job.request.shots,
+            ),
+        )
+        self._event(tx, job.job_id, job.owner, job.status, outcome)
+
+    def insert_batch(self, batch_id: str, owner: str, jobs: list[Job], request_id: str = "") -> tuple[str, bool]:
+        with self.db.transaction() as tx:
+            if request_id:
+                row = tx.one("SELECT batch_id FROM batches WHERE owner = ? AND request_id = ?", (owner, request_id))
+                if row is not None:
+                    return row["batch_id"], False
+            tx.execute("INSERT INTO batches (batch_id, owner, request_id, created_at) VALUES (?, ?, ?, ?)",
+                       (batch_id, owner, request_id, time.time()))
+            for job in jobs:
+                self._insert(tx, job, "")
+        return batch_id, True
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        rows = self.db.query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def status(self, job_id: str) -> str | None:
+        rows = self.db.query("SELECT status FROM jobs WHERE job_id = ?", (job_id,))
+        return rows[0]["status"] if rows else None
+
+    def batch(self, batch_id: str) -> tuple[str, list[Job]] | None:
+        rows = self.db.query("SELECT owner FROM batches WHERE batch_id = ?", (batch_id,))
+        if not rows:
+            return None
+        jobs = self.db.query("SELECT * FROM jobs WHERE batch_id = ? ORDER BY created_at, job_id", (batch_id,))
+        return rows[0]["owner"], [_job(r) for r in jobs]
+
+    # --- work sharing ----------------------------------------------------------------------------------
+
+    def claim(self, worker: str, lease_s: float) -> Job | None:
+        """Leases the oldest queued job, or one whose lease expired (its scheduler died)."""
+        now = time.time()
+        lock = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        with self.db.transaction() as tx:
+            row = tx.one(
+                "SELECT * FROM jobs WHERE status = ? OR (status = ? AND lease_expires < ?)"
+                f" ORDER BY created_at LIMIT 1{lock}",
+                (QUEUED, RUNNING, now),
+            )
+            if row is None:
+                return None
+            if row["claims"] >= MAX_CLAIMS:
+                outcome = Outcome(
+                    status=FAILED, error_code="INTERNAL",
+                    error_message=f"job abandoned: its scheduler stopped {row['claims']} times while running it",
+                )
+                tx.execute(
+                    "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL WHERE job_id = ?",
+                    (FAILED, _outcome_to_json(outcome), now, row["job_id"]),
+                )
+                self._event(tx, row["job_id"], row["owner"], FAILED, outcome)
+                return None
+            tx.execute(
+                "UPDATE jobs SET status = ?, lease_owner = ?, lease_expires = ?, claims = claims + 1,"
+                " started_at = COALESCE(started_at, ?) WHERE job_id = ?",
+                (RUNNING, worker, now + lease_s, now, row["job_id"]),
+            )
+            if row["status"] == QUEUED:
+                self._event(tx, row["job_id"], row["owner"], RUNNING, None)
+            row.update(status=RUNNING, started_at=row["started_at"] or now)
+        return _job(row)
+
+    def renew(self, job_id: str, worker: str, lease_s: float) -> str | None:
+        """Extends the lease; returns the job's status (cancelled means: stop) or None if the lease is lost."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET lease_expires = ? WHERE job_id = ? AND lease_owner = ? AND status = ?",
+                (time.time() + lease_s, job_id, worker, RUNNING),
+            )
+            if tx.rowcount == 1:
+                return RUNNING
+            row = tx.one("SELECT status, lease_owner FROM jobs WHERE job_id = ?", (job_id,))
+        if row is None or (row["status"] == RUNNING and row["lease_owner"] != worker):
+            return None
+        return row["status"]
+
+    def finish(self, job_id: str, worker: str, outcome: Outcome) -> bool:
+        """Records the outcome if `worker` still holds the lease; False means someone else owns the job now."""
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT owner FROM jobs WHERE job_id = ? AND lease_owner = ? AND status = ?",
+                         (job_id, worker, RUNNING))
+            if row is None:
+                return False
+            tx.execute(
+                "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,"
+                " cost = ?, backend = ? WHERE job_id = ?",
+                (outcome.status, _outcome_to_json(outcome), time.time(), outcome.cost, outcome.backend, job_id),
+            )
+            self._event(tx, job_id, row["owner"], outcome.status, outcome)
+        return True
+
+    def release(self, job_id: str, worker: str) -> None:
+        """Hands a running job back to the queue (graceful shutdown) so another scheduler takes it."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE jobs SET status = ?, lease_owner = NULL, lease_expires = NULL, claims = claims - 1"
+                " WHERE job_id = ? AND lease_owner = ? AND status = ?",
+                (QUEUED, job_id, worker, RUNNING),
+            )
+
+    def cancel(self, job_id: str) -> tuple[Job, bool]:
+        """Cancels a job that has not finished; returns it and whether this call cancelled it."""
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+            if row is None:
+                raise errors.JobNotFound(f"job {job_id!r} not found")
+            if row["status"] in TERMINAL:
+                return _job(row), False
+            outcome = _outcome_from_json(row["outcome"]) or Outcome(status=CANCELLED)
+            outcome.status = CANCELLED
+            outcome.error_code, outcome.error_message = "CANCELLED", "cancelled by the user"
+            now = time.time()
+            tx.execute(
+                "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL WHERE job_id = ?",
+                (CANCELLED, _outcome_to_json(outcome), now, job_id),
+            )
+            self._event(tx, job_id, row["owner"], CANCELLED, outcome)
+            row.update(status=CANCELLED, outcome=_outcome_to_json(outcome), finished_at=now)
+        return _job(row), True
+
+    # --- strategies and quotas ---------------------------------------------------------------------------
+
+    def next_turn(self, rotation: str) -> int:
+        """An atomic counter per rotation, shared by every scheduler replica (round_robin)."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO round_robin (rotation, turn) VALUES (?, 0)"
+                " ON CONFLICT (rotation) DO UPDATE SET turn = round_robin.turn + 1",
+                (rotation,),
+            )
+            return int(tx.one("SELECT turn FROM round_robin WHERE rotation = ?", (rotation,))["turn"])
+
+    def reserve(
+        self, owner: str, day: str, shots: int, cost: float, shots_limit: int | None, cost_limit: float | None
+    ) -> None:
+        """Adds to the owner's usage of the day, or raises QuotaExceeded without changing anything."""
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO usage (owner, day) VALUES (?, ?) ON CONFLICT (owner, day) DO NOTHING",
+                       (owner, day))
+            used = tx.one(f"SELECT shots, cost FROM usage WHERE owner = ? AND day = ?{lock}", (owner, day))
+            if shots_limit is not None and used["shots"] + shots > shots_limit:
+                raise errors.QuotaExceeded(
+                    f"shot quota exceeded: {used['shots']} of {shots_limit} shots used today (UTC), this job needs"
+                    f" {shots}; wait for tomorrow or ask for a larger quota", used=used["shots"], limit=shots_limit,
+                )
+            if cost_limit is not None and used["cost"] + cost > cost_limit + 1e-9:
+                raise errors.QuotaExceeded(
+                    f"cost quota exceeded: {used['cost']:.2f} of {cost_limit:.2f} USD used today (UTC), this job"
+                    f" may cost {cost:.2f}", used=f"{used['cost']:.4f}", limit=cost_limit,
+                )
+            tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
+                       (shots, cost, owner, day))
+
+    # --- events ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(tx: Tx, job_id: str, owner: str, status: str, outcome: Outcome | None) -> None:
+        EventLog.append_in(
+            tx,
+            Event(
+                topic="job_updates", status=status, job_id=job_id, owner=owner,
+                backend=outcome.backend if outcome else "",
+                counts=(outcome.counts or outcome.aggregated_counts) if outcome else {},
+                error_code=outcome.error_code if outcome else "",
+            ),
+        )

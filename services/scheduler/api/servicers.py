@@ -1,0 +1,162 @@
+"""The scheduler's servicers: public ExecutionService and internal JobEventsService. Thin by design."""
+
+from __future__ import annotations
+
+import asyncio
+
+from qnet.scheduler.v1 import execution_service_pb2 as ex
+from qnet.scheduler.v1 import execution_service_pb2_grpc as ex_grpc
+from qnet.scheduler.v1 import job_events_service_pb2 as ev
+from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
+from qnet.scheduler.v1 import jobs_pb2
+
+from qnet_common import errors
+from qnet_common.events import TOPICS, EventLog
+from qnet_common.grpcserver import Caller, current_caller
+from services.scheduler.api import convert
+from services.scheduler.domain.engine import Engine
+from services.scheduler.domain.jobs import (
+    COMPLETED,
+    DEFAULT_SHOTS,
+    FAILED,
+    JobRequest,
+    new_batch_id,
+    validate_request,
+)
+from services.scheduler.domain.strategies import STRATEGIES
+
+#: Failures that make POST /execute answer with an error (the job, failed, stays readable).
+_JOB_ERRORS = {"ALL_BACKENDS_FAILED": errors.AllBackendsFailed, "AGGREGATION_FAILED": errors.AggregationFailed,
+               "NO_BACKENDS": errors.NoBackends}
+
+
+def _caller() -> Caller:
+    return current_caller.get(Caller("anonymous", "anonymous", internal=True))
+
+
+def _owner_filter() -> str | None:
+    """Internal callers without an on-behalf-of key see every job; a key sees its own."""
+    caller = _caller()
+    return None if caller.internal and caller.key_id == "mesh" else caller.key_id
+
+
+def _metadata(context, name: str) -> str:  # noqa: ANN001
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value
+    return ""
+
+
+class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
+    def __init__(self, engine: Engine, wait_s: float) -> None:
+        self._engine = engine
+        self._wait_s = wait_s
+
+    async def Execute(self, request, context):  # noqa: ANN001, N802
+        job_request = validate_request(
+            request.qasm, list(request.backends), request.strategy, request.shots, request.aggregate,
+            request.aggregation_method, STRATEGIES,
+        )
+        caller = _caller()
+        job = await self._engine.submit(
+            caller.key_id, job_request,
+            request_id=request.request_id or _metadata(context, "idempotency-key"),
+            quota=(caller.shots_per_day, caller.cost_per_day),
+        )
+        if not request.return_immediately:
+            job = await self._engine.wait(job.job_id, self._wait_s)
+        if job.status == FAILED and job.outcome and job.outcome.error_code in _JOB_ERRORS:
+            raise _JOB_ERRORS[job.outcome.error_code](
+                f"{job.outcome.error_message} (job {job.job_id})", job_id=job.job_id
+            )
+        return ex.ExecuteResponse(success=True, data=convert.job(job))
+
+    async def ExecuteBatch(self, request, context):  # noqa: ANN001, N802
+        if not request.circuits:
+            raise errors.InvalidArgument("field 'circuits' is empty: send at least one circuit")
+        caller = _caller()
+        batch_id, created = await asyncio.to_thread(
+            self._engine.store.insert_batch, new_batch_id(), caller.key_id, [],
+            request.request_id or _metadata(context, "idempotency-key"),
+        )
+        if not created:
+            return await self.GetBatch(ex.GetBatchRequest(batch_id=batch_id), context)
+        jobs = []
+        for circuit in request.circuits:
+            try:
+                job_request = validate_request(
+                    circuit.qasm, list(circuit.backends or request.backends), circuit.strategy or request.strategy,
+                    circuit.shots or request.shots, False, "", STRATEGIES,
+                )
+                job = await self._engine.submit(caller.key_id, job_request, batch_id=batch_id,
+                                                quota=(caller.shots_per_day, caller.cost_per_day))
+            except errors.QnetError as error:
+                loose = JobRequest(circuit.qasm, tuple(circuit.backends or request.backends),
+                                   circuit.strategy or request.strategy or "fastest",
+                                   circuit.shots or request.shots or DEFAULT_SHOTS)
+                job = await self._engine.reject(caller.key_id, loose, error, batch_id)
+            jobs.append(job)
+        batch = await self.GetBatch(ex.GetBatchRequest(batch_id=batch_id), context)
+        return ex.ExecuteBatchResponse(success=True, data=batch.data)
+
+    async def GetBatch(self, request, context):  # noqa: ANN001, N802
+        found = await asyncio.to_thread(self._engine.store.batch, request.batch_id)
+        owner = _owner_filter()
+        if found is None or (owner is not None and found[0] != owner):
+            raise errors.JobNotFound(f"batch {request.batch_id!r} not found")
+        jobs = found[1]
+        statuses = {j.status for j in jobs}
+        if statuses <= {COMPLETED}:
+            status = COMPLETED
+        elif statuses & {"queued", "running"}:
+            status = "running" if "running" in statuses or COMPLETED in statuses else "queued"
+        elif FAILED in statuses:
+            status = FAILED
+        else:
+            status = "cancelled"
+        return ex.GetBatchResponse(
+            success=True,
+            data=jobs_pb2.Batch(batch_id=request.batch_id, status=status, jobs=[convert.job(j) for j in jobs]),
+        )
+
+    async def GetJob(self, request, context):  # noqa: ANN001, N802
+        job = await self._engine.get(_owner_filter(), request.job_id)
+        return ex.GetJobResponse(success=True, data=convert.job(job))
+
+    async def CancelJob(self, request, context):  # noqa: ANN001, N802
+        job = await self._engine.cancel(_owner_filter(), request.job_id)
+        return ex.CancelJobResponse(success=True, data=convert.job(job))
+
+
+class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
+    """Streams the durable event log: replay after `since_event_id`, then follow it live."""
+
+    POLL_S = 0.05
+
+    def __init__(self, events: EventLog) -> None:
+        self._events = events
+
+    async def WatchEvents(self, request, context):  # noqa: ANN001, N802
+        topics = set(request.topics) or set(TOPICS)
+        unknown = topics - set(TOPICS)
+        if unknown:
+            raise errors.InvalidArgument(f"unknown topics {sorted(unknown)}; use {', '.join(TOPICS)}")
+        caller = _caller()
+        owner = request.owner if caller.internal and caller.key_id == "mesh" else caller.key_id
+        cursor = request.since_event_id or await asyncio.to_thread(self._events.last_id)
+        while True:
+            batch = await asyncio.to_thread(self._events.since, cursor)
+            for event in batch:
+                cursor = event.event_id
+                if event.topic not in topics or (event.topic == "job_updates" and owner and event.owner != owner):
+                    continue
+                message = ev.WatchEventsResponse(
+                    event_id=event.event_id, topic=event.topic, job_id=event.job_id, status=event.status,
+                    backend=event.backend, queue_depth=event.queue_depth, owner=event.owner,
+                    error_code=event.error_code,
+                )
+                message.counts.update(event.counts)
+                message.time.FromNanoseconds(int(event.time * 1e9))
+                yield message
+            if not batch:
+                await asyncio.sleep(self.POLL_S)

@@ -1,0 +1,344 @@
+"""The scheduler's use cases: submit, run, wait for, cancel jobs; the worker loop that runs them.
+
+The job store is the only shared state: any replica can accept a job and any replica can run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qnet_common import errors
+from services.scheduler.domain.jobs import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    BackendRun,
+    Job,
+    JobRequest,
+    Outcome,
+    new_job_id,
+)
+from services.scheduler.domain.ports import Aggregator, Assessment, Devices
+from services.scheduler.domain.strategies import Candidate, choose
+
+log = logging.getLogger(__name__)
+
+#: Attempts on one backend for transient failures, and the backoff before each retry.
+RETRIES = 3
+BACKOFF_S = (0.2, 0.5, 1.0)
+#: A backend task taking longer than this is abandoned as unavailable (keeps every job bounded).
+TASK_TIMEOUT_S = 300.0
+
+
+class Engine:
+    """Use cases over a job store (blocking calls, run in threads), the devices and the aggregator."""
+
+    def __init__(
+        self, store: Any, devices: Devices, aggregator: Aggregator, *, workers: int = 8, lease_s: float = 30.0,
+        on_job: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.devices = devices
+        self.aggregator = aggregator
+        self.worker_id = f"sched_{secrets.token_hex(4)}"
+        self._workers = workers
+        self._lease_s = lease_s
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task] = []
+        self._running: dict[str, asyncio.Task] = {}
+        self._on_job = on_job or (lambda job_id, status, backend: None)
+
+    # --- use cases ---------------------------------------------------------------------------------------
+
+    async def prepare(self, owner: str, request: JobRequest) -> dict[str, Assessment]:
+        """Checks the request against the network; raises BACKEND_NOT_FOUND, INVALID_QASM, NO_BACKENDS."""
+        known = await self.devices.list()
+        by_id = {d.backend: d for d in known}
+        unknown = [b for b in request.backends if b not in by_id]
+        if unknown:
+            raise errors.BackendNotFound(
+                f"backend {unknown[0]!r} not found; known backends: {', '.join(sorted(by_id))}",
+                backend=unknown[0],
+            )
+        names = list(request.backends) or [d.backend for d in known]
+        assessments = await self.devices.assess(names, request.qasm, request.shots)
+        candidates = self._candidates(request, known, assessments)
+        choose(request.strategy, candidates)  # raises NoBackends when nothing can run it
+        return assessments
+
+    async def submit(
+        self, owner: str, request: JobRequest, *, request_id: str = "", quota: tuple[int | None, float | None] = (
+            None, None), batch_id: str = "",
+    ) -> Job:
+        assessments = await self.prepare(owner, request)
+        job = Job(new_job_id(), owner, request, QUEUED, time.time(), batch_id=batch_id,
+                  assessments={k: vars(v) for k, v in assessments.items()})
+        if quota != (None, None):
+            await asyncio.to_thread(
+                self.store.reserve, owner, _today(), self._shots_needed(request, assessments),
+                self._cost_needed(request, assessments), *quota,
+            )
+        stored, created = await asyncio.to_thread(self.store.insert, job, request_id)
+        if created:
+            self._on_job(stored.job_id, QUEUED, "")
+            self._wake.set()
+        return stored
+
+    async def reject(self, owner: str, request: JobRequest, error: errors.QnetError, batch_id: str) -> Job:
+        """Records a batch circuit refused at submission as a failed job, so the batch reports it."""
+        now = time.time()
+        job = Job(new_job_id(), owner, request, FAILED, now, batch_id=batch_id, finished_at=now,
+                  outcome=Outcome(status=FAILED, error_code=error.code, error_message=error.message))
+        await asyncio.to_thread(self.store.insert, job, "")
+        return job
+
+    async def get(self, owner: str | None, job_id: str) -> Job:
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None or (owner is not None and job.owner != owner):
+            raise errors.JobNotFound(f"job {job_id!r} not found")
+        return job
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        """Returns the job once terminal, or as it stands after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            job = await asyncio.to_thread(self.store.get, job_id)
+            if job.terminal or time.monotonic() >= deadline:
+                return job
+            task = self._running.get(job_id)
+            if task is not None:
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
+                continue
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.2)
+
+    async def cancel(self, owner: str | None, job_id: str) -> Job:
+        await self.get(owner, job_id)
+        job, cancelled = await asyncio.to_thread(self.store.cancel, job_id)
+        if not cancelled:
+            raise errors.JobAlreadyFinished(
+                f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled",
+                status=job.status,
+            )
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
+        self._on_job(job_id, CANCELLED, "")
+        return job
+
+    # --- workers -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loops = [asyncio.create_task(self._worker_loop(i)) for i in range(self._workers)]
+
+    async def stop(self, grace: float) -> None:
+        """Stops claiming; gives running jobs `grace` seconds, then hands the rest back to the queue."""
+        self._stopping = True
+        self._wake.set()
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=grace)
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _worker_loop(self, index: int) -> None:
+        while not self._stopping:
+            try:
+                job = await asyncio.to_thread(self.store.claim, self.worker_id, self._lease_s)
+            except Exception:  # the store is down: keep trying, jobs wait safely in it
+                log.exception("claim failed worker=%s", self.worker_id)
+                await asyncio.sleep(1.0)
+                continue
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                continue
+            self._wake.set()  # there may be more: let another idle worker look
+            await self._run_claimed(job)
+
+    async def _run_claimed(self, job: Job) -> None:
+        task = asyncio.create_task(self._execute(job))
+        self._running[job.job_id] = task
+        self._on_job(job.job_id, RUNNING, "")
+        heartbeat = asyncio.create_task(self._heartbeat(job.job_id, task))
+        try:
+            outcome = await task
+        except asyncio.CancelledError:
+            if self._stopping:
+                await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
+                log.info("released job=%s on shutdown", job.job_id)
+            return  # cancelled by the user: the store already says so
+        finally:
+            heartbeat.cancel()
+            self._running.pop(job.job_id, None)
+        written = await asyncio.to_thread(self.store.finish, job.job_id, self.worker_id, outcome)
+        if written:
+            self._on_job(job.job_id, outcome.status, outcome.backend)
+        log.info("job=%s status=%s backend=%s written=%s", job.job_id, outcome.status, outcome.backend, written)
+
+    async def _heartbeat(self, job_id: str, task: asyncio.Task) -> None:
+        while True:
+            await asyncio.sleep(self._lease_s / 3)
+            status = await asyncio.to_thread(self.store.renew, job_id, self.worker_id, self._lease_s)
+            if status != RUNNING:  # cancelled elsewhere, or the lease was lost
+                task.cancel()
+                return
+
+    # --- running one job ---------------------------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> Outcome:
+        request = job.request
+        assessments = {k: Assessment(**v) for k, v in job.assessments.items()}
+        try:
+            known = await self.devices.list()
+            candidates = self._candidates(request, known, assessments)
+            turn = 0
+            if request.strategy == "round_robin":
+                rotation = ",".join(sorted(c.backend for c in candidates))
+                turn = await asyncio.to_thread(self.store.next_turn, rotation)
+            selection = choose(request.strategy, candidates, turn)
+        except errors.QnetError as error:
+            return Outcome(status=FAILED, error_code=error.code, error_message=error.message)
+        queue_time = time.time() - job.created_at
+        if request.strategy == "all":
+            outcome = await self._run_all(job, selection.order, assessments)
+        else:
+            outcome = await self._run_first(job, selection.order)
+        outcome.selection = selection
+        outcome.queue_time_s = queue_time + min((r.queue_time_s for r in outcome.runs), default=0.0)
+        outcome.cost = sum(assessments[r.backend].cost for r in outcome.runs if r.status == COMPLETED and
+                           r.backend in assessments)
+        return outcome
+
+    async def _run_first(self, job: Job, order: tuple[str, ...]) -> Outcome:
+        """Runs on the strategy's first choice, failing over down its ranking."""
+        runs: list[BackendRun] = []
+        for backend in order:
+            run = await self._run_on(job, backend)
+            runs.append(run)
+            if run.status == COMPLETED:
+                return Outcome(status=COMPLETED, backend=backend, counts=run.counts, runs=runs,
+                               execution_time_s=run.execution_time_s)
+            if run.error_code and run.error_code.startswith(("INVALID", "CIRCUIT", "UNSUPPORTED")):
+                break  # the circuit, not the backend, is at fault: failing over would not help
+        return self._all_failed(runs)
+
+    async def _run_all(self, job: Job, order: tuple[str, ...], assessments: dict[str, Assessment]) -> Outcome:
+        runs = list(await asyncio.gather(*(self._run_on(job, backend) for backend in order)))
+        done = [r for r in runs if r.status == COMPLETED]
+        if not done:
+            return self._all_failed(runs)
+        outcome = Outcome(status=COMPLETED, runs=runs, execution_time_s=max(r.execution_time_s for r in done))
+        if len(done) == 1:
+            outcome.backend, outcome.counts = done[0].backend, done[0].counts
+        if job.request.aggregate:
+            try:
+                aggregated = await self.devices_aggregate(job, done, assessments)
+            except errors.QnetError as error:
+                outcome.status, outcome.error_code, outcome.error_message = FAILED, error.code, error.message
+                return outcome
+            outcome.aggregated_counts = aggregated.counts
+            outcome.aggregation_confidence = aggregated.confidence
+            outcome.aggregation_method = job.request.aggregation_method
+        return outcome
+
+    async def devices_aggregate(self, job: Job, done: list[BackendRun], assessments: dict[str, Assessment]):  # noqa: ANN201
+        results = [
+            (r.backend, r.counts, job.request.shots,
+             assessments[r.backend].success_probability if r.backend in assessments else 0.0)
+            for r in done
+        ]
+        return await self.aggregator.aggregate(results, job.request.aggregation_method, job.request.shots)
+
+    @staticmethod
+    def _all_failed(runs: list[BackendRun]) -> Outcome:
+        detail = "; ".join(f"{r.backend}: {r.error_code}: {r.error_message}" for r in runs)
+        return Outcome(status=FAILED, runs=runs, error_code="ALL_BACKENDS_FAILED",
+                       error_message=f"all backends failed ({detail})")
+
+    async def _run_on(self, job: Job, backend: str) -> BackendRun:
+        """One backend, with retries of transient failures and backoff; never raises a QnetError."""
+        run = BackendRun(backend=backend, status=RUNNING)
+        for attempt in range(RETRIES):
+            run.attempts = attempt + 1
+            task_id = f"{job.job_id}.{backend}.{attempt}"
+            try:
+                result = await asyncio.wait_for(
+                    self.devices.run(backend, job.request.qasm, job.request.shots, task_id), TASK_TIMEOUT_S
+                )
+            except asyncio.CancelledError:
+                await asyncio.shield(self.devices.cancel(task_id))
+                raise
+            except TimeoutError:
+                await self.devices.cancel(task_id)
+                error: errors.QnetError = errors.BackendUnavailable(f"{backend} took over {TASK_TIMEOUT_S:.0f}s")
+            except errors.QnetError as raised:
+                error = raised
+            else:
+                run.status, run.counts = COMPLETED, result.counts
+                run.queue_time_s, run.execution_time_s = result.queue_time_s, result.execution_time_s
+                run.compiled_depth, run.two_qubit_gates = result.compiled_depth, result.two_qubit_gates
+                run.error_code = run.error_message = ""
+                return run
+            run.error_code, run.error_message = error.code, error.message
+            if not error.transient or attempt == RETRIES - 1:
+                break
+            await asyncio.sleep(BACKOFF_S[attempt])
+        run.status = FAILED
+        return run
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _candidates(request: JobRequest, known: list, assessments: dict[str, Assessment]) -> list[Candidate]:
+        by_id = {d.backend: d for d in known}
+        names = list(request.backends) or [d.backend for d in known]
+        result = []
+        for position, name in enumerate(names):
+            info = by_id.get(name)
+            found = assessments.get(name)
+            result.append(
+                Candidate(
+                    backend=name,
+                    status=info.status if info else "offline",
+                    position=position,
+                    estimated_wait_s=info.estimated_wait_s if info else 0.0,
+                    success_probability=found.success_probability if found else 0.0,
+                    cost=found.cost if found else 0.0,
+                    runnable=bool(found and found.runnable and info),
+                    note=(found.reason if found else "not assessed") if not (found and found.runnable) else "",
+                )
+            )
+        return result
+
+    @staticmethod
+    def _shots_needed(request: JobRequest, assessments: dict[str, Assessment]) -> int:
+        if request.strategy == "all":
+            return request.shots * max(1, sum(1 for a in assessments.values() if a.runnable))
+        return request.shots
+
+    @staticmethod
+    def _cost_needed(request: JobRequest, assessments: dict[str, Assessment]) -> float:
+        costs = [a.cost for a in assessments.values() if a.runnable]
+        if not costs:
+            return 0.0
+        return sum(costs) if request.strategy == "all" else max(costs)
+
+
+def _today() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+

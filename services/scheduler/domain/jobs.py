@@ -1,0 +1,151 @@
+"""Jobs: what a user asked for, their lifecycle and what each backend did."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from qnet_common import errors
+
+QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
+TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+
+DEFAULT_SHOTS = 1024
+MAX_SHOTS = 100_000
+AGGREGATION_METHODS = ("weighted_average", "majority_vote", "confidence_weighted", "median")
+
+
+def new_job_id() -> str:
+    return f"net_job_{secrets.token_hex(6)}"
+
+
+def new_batch_id() -> str:
+    return f"net_batch_{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A validated request: what to run, where, and how."""
+
+    qasm: str
+    backends: tuple[str, ...]
+    strategy: str
+    shots: int
+    aggregate: bool = False
+    aggregation_method: str = "weighted_average"
+
+    def to_dict(self) -> dict:
+        return {
+            "qasm": self.qasm, "backends": list(self.backends), "strategy": self.strategy, "shots": self.shots,
+            "aggregate": self.aggregate, "aggregation_method": self.aggregation_method,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobRequest:
+        return cls(
+            qasm=data["qasm"], backends=tuple(data["backends"]), strategy=data["strategy"], shots=data["shots"],
+            aggregate=data.get("aggregate", False), aggregation_method=data.get("aggregation_method",
+                                                                                "weighted_average"),
+        )
+
+
+def validate_request(
+    qasm: str, backends: list[str], strategy: str, shots: int, aggregate: bool, aggregation_method: str,
+    strategies: tuple[str, ...],
+) -> JobRequest:
+    """Checks the fields a user sends; raises the documented 400 errors with what to change."""
+    strategy = strategy or "fastest"
+    if strategy not in strategies:
+        raise errors.InvalidStrategy(
+            f"unknown strategy {strategy!r}; use one of: {', '.join(strategies)}", strategy=strategy
+        )
+    if not qasm.strip():
+        raise errors.InvalidQasm("field 'qasm' is empty: send an OpenQASM 2.0 or 3.0 circuit")
+    if shots < 0 or shots > MAX_SHOTS:
+        raise errors.InvalidShots(f"shots={shots} is out of range: send 1 to {MAX_SHOTS} (0 means {DEFAULT_SHOTS})")
+    method = aggregation_method or "weighted_average"
+    if method not in AGGREGATION_METHODS:
+        raise errors.InvalidAggregationMethod(
+            f"unknown aggregation_method {method!r}; use one of: {', '.join(AGGREGATION_METHODS)}"
+        )
+    if aggregate and strategy != "all":
+        raise errors.InvalidArgument("aggregate=true needs strategy 'all' (aggregation combines several backends)")
+    seen: list[str] = []
+    for backend in backends:
+        if backend not in seen:
+            seen.append(backend)
+    return JobRequest(qasm, tuple(seen), strategy, shots or DEFAULT_SHOTS, aggregate, method)
+
+
+@dataclass
+class BackendRun:
+    """One backend's part of a job."""
+
+    backend: str
+    status: str = QUEUED
+    counts: dict[str, int] = field(default_factory=dict)
+    queue_time_s: float = 0.0
+    execution_time_s: float = 0.0
+    compiled_depth: int = 0
+    two_qubit_gates: int = 0
+    attempts: int = 0
+    error_code: str = ""
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class Score:
+    backend: str
+    score: float
+    eligible: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Why the strategy chose what it chose: the ordered backends to try and every candidate's score."""
+
+    strategy: str
+    metric: str
+    reason: str
+    order: tuple[str, ...]
+    scores: tuple[Score, ...]
+
+
+@dataclass
+class Outcome:
+    """What running a job produced; written once, by the worker holding the job's lease."""
+
+    status: str
+    backend: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    runs: list[BackendRun] = field(default_factory=list)
+    selection: Selection | None = None
+    aggregated_counts: dict[str, int] = field(default_factory=dict)
+    aggregation_confidence: float = 0.0
+    aggregation_method: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    queue_time_s: float = 0.0
+    execution_time_s: float = 0.0
+    cost: float = 0.0
+
+
+@dataclass
+class Job:
+    job_id: str
+    owner: str
+    request: JobRequest
+    status: str
+    created_at: float
+    batch_id: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: Outcome | None = None
+    #: Candidates' assessments taken at submission (cost, success probability, runnable).
+    assessments: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL

@@ -1,0 +1,60 @@
+"""What the scheduler needs from the rest of the mesh, as interfaces; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    backend: str
+    status: str
+    num_qubits: int
+    estimated_wait_s: float
+    max_shots: int
+
+
+@dataclass(frozen=True)
+class Assessment:
+    backend: str
+    runnable: bool
+    reason: str
+    cost: float
+    estimated_execution_s: float
+    success_probability: float
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    counts: dict[str, int]
+    queue_time_s: float
+    execution_time_s: float
+    compiled_depth: int
+    two_qubit_gates: int
+
+
+@dataclass(frozen=True)
+class Aggregated:
+    counts: dict[str, int]
+    confidence: float
+
+
+class Devices(Protocol):
+    async def list(self) -> list[DeviceInfo]: ...
+
+    async def assess(self, backends: Sequence[str], qasm: str, shots: int) -> dict[str, Assessment]:
+        """Raises InvalidQasm for a circuit that does not parse."""
+
+    async def run(self, backend: str, qasm: str, shots: int, task_id: str) -> DeviceRun:
+        """Raises a QnetError: transient ones (BackendUnavailable) may be retried."""
+
+    async def cancel(self, task_id: str) -> None: ...
+
+
+class Aggregator(Protocol):
+    async def aggregate(
+        self, results: Sequence[tuple[str, Mapping[str, int], int, float]], method: str, shots: int
+    ) -> Aggregated:
+        """(backend, counts, shots, fidelity) per backend; raises AggregationFailed when too divergent."""

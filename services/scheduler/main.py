@@ -1,0 +1,67 @@
+"""The scheduler service: durable jobs, strategies and the event stream, wired to its adapters."""
+
+from __future__ import annotations
+
+from qnet.scheduler.v1 import (
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+    job_events_service_pb2,
+    job_events_service_pb2_grpc,
+)
+
+from qnet_common.db import Database
+from qnet_common.grpcserver import serve
+from qnet_common.settings import Settings
+from services.scheduler.adapters.clients import AggregatorClient, DeviceClient
+from services.scheduler.adapters.job_store import JobStore
+from services.scheduler.api.servicers import ExecutionServicer, JobEventsServicer
+from services.scheduler.domain.engine import Engine
+from services.scheduler.metrics import record_job
+
+
+class SchedulerComponent:
+    service_names = (
+        execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
+        job_events_service_pb2.DESCRIPTOR.services_by_name["JobEventsService"].full_name,
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._db = Database(settings.db_url)
+        self.store = JobStore(self._db)
+        self._devices = DeviceClient(settings.backends_addr, settings.service_key)
+        self._aggregator = AggregatorClient(settings.aggregator_addr, settings.service_key)
+        self.engine = Engine(
+            self.store, self._devices, self._aggregator, workers=settings.workers, lease_s=settings.lease_s,
+            on_job=record_job,
+        )
+
+    def register(self, server) -> None:  # noqa: ANN001
+        execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
+            ExecutionServicer(self.engine, self._settings.execute_wait_s), server
+        )
+        job_events_service_pb2_grpc.add_JobEventsServiceServicer_to_server(
+            JobEventsServicer(self.store.events), server
+        )
+
+    async def start(self) -> None:
+        self.engine.start()
+
+    async def stop(self, grace: float) -> None:
+        await self.engine.stop(grace)
+        await self._devices.close()
+        await self._aggregator.close()
+        self._db.close()
+
+
+async def build(settings: Settings) -> SchedulerComponent:
+    # gRPC channels must be made on the running loop; the schema migration is quick.
+    return SchedulerComponent(settings)
+
+
+def main() -> None:
+    serve("scheduler", build, grpc_port=50051, metrics_port=9101)
+
+
+if __name__ == "__main__":
+    main()
