@@ -1,0 +1,153 @@
+"""The job store, the same suite on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from qnet_common import errors
+from qnet_common.db import Database
+from services.scheduler.adapters.job_store import MAX_CLAIMS, JobStore
+from services.scheduler.domain.jobs import COMPLETED, Job, JobRequest, Outcome, new_job_id
+
+BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
+
+
+def _job(owner: str = "key_a", created: float | None = None) -> Job:
+    request = JobRequest(BELL, ("local_simulator",), "fastest", 1024)
+    return Job(new_job_id(), owner, request, "queued", created or time.time())
+
+
+@pytest.fixture
+def store(db) -> JobStore:
+    return JobStore(db)
+
+
+def test_a_stored_job_reads_back_the_same(store):
+    job = _job()
+    store.insert(job)
+    found = store.get(job.job_id)
+    assert (found.job_id, found.owner, found.status, found.request) == (job.job_id, "key_a", "queued", job.request)
+
+
+def test_a_retried_submission_with_the_same_request_id_returns_the_first_job(store):
+    first, created = store.insert(_job(), request_id="req-1")
+    again, created_again = store.insert(_job(), request_id="req-1")
+    other_owner, created_other = store.insert(_job(owner="key_b"), request_id="req-1")
+    assert created and not created_again and created_other
+    assert again.job_id == first.job_id
+    assert other_owner.job_id != first.job_id
+
+
+def test_claim_leases_the_oldest_job_once(store):
+    old, new = _job(created=time.time() - 10), _job()
+    store.insert(new)
+    store.insert(old)
+    assert store.claim("w1", 30).job_id == old.job_id
+    assert store.claim("w2", 30).job_id == new.job_id
+    assert store.claim("w3", 30) is None
+
+
+def test_only_the_lease_holder_records_a_result(store):
+    job = _job()
+    store.insert(job)
+    store.claim("w1", 30)
+    assert not store.finish(job.job_id, "w2", Outcome(status=COMPLETED, counts={"00": 1}))
+    assert store.finish(job.job_id, "w1", Outcome(status=COMPLETED, counts={"00": 1}))
+    assert not store.finish(job.job_id, "w1", Outcome(status=COMPLETED, counts={"11": 1}))
+    assert store.get(job.job_id).outcome.counts == {"00": 1}
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_finish(store):
+    job = _job()
+    store.insert(job)
+    store.claim("dead", 0.05)
+    time.sleep(0.1)
+    assert store.claim("alive", 30).job_id == job.job_id
+    assert store.renew(job.job_id, "dead", 30) is None
+    assert not store.finish(job.job_id, "dead", Outcome(status=COMPLETED))
+    assert store.finish(job.job_id, "alive", Outcome(status=COMPLETED))
+
+
+def test_a_job_whose_schedulers_keep_dying_fails_instead_of_looping(store):
+    job = _job()
+    store.insert(job)
+    for attempt in range(MAX_CLAIMS):
+        assert store.claim(f"w{attempt}", 0.01).job_id == job.job_id
+        time.sleep(0.03)
+    assert store.claim("last", 30) is None
+    found = store.get(job.job_id)
+    assert found.status == "failed" and "abandoned" in found.outcome.error_message
+
+
+def test_concurrent_workers_never_claim_the_same_job(db_url):
+    stores = [JobStore(Database(db_url)) for _ in range(4)]
+    jobs = [_job() for _ in range(40)]
+    for job in jobs:
+        stores[0].insert(job)
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        while (job := stores[index].claim(f"w{index}", 30)) is not None:
+            with lock:
+                claimed.append(job.job_id)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(4)))
+    assert sorted(claimed) == sorted(j.job_id for j in jobs)
+
+
+def test_cancel_stops_a_queued_job_and_leaves_a_finished_one_unchanged(store):
+    queued, done = _job(), _job()
+    store.insert(queued)
+    store.insert(done)
+    job, cancelled = store.cancel(queued.job_id)
+    assert cancelled and job.status == "cancelled"
+    store.claim("w", 30)  # takes `done`, the only queued job left
+    store.finish(done.job_id, "w", Outcome(status=COMPLETED, counts={"00": 3}))
+    job, cancelled = store.cancel(done.job_id)
+    assert not cancelled and job.status == COMPLETED and job.outcome.counts == {"00": 3}
+    with pytest.raises(errors.JobNotFound):
+        store.cancel("net_job_missing")
+
+
+def test_fifty_concurrent_reservations_never_overspend_the_quota(db_url):
+    stores = [JobStore(Database(db_url)) for _ in range(5)]
+    accepted = 0
+    lock = threading.Lock()
+
+    def reserve(i: int) -> None:
+        nonlocal accepted
+        try:
+            stores[i % 5].reserve("key_q", "2026-11-24", 100, 0.0, 1000, None)
+        except errors.QuotaExceeded:
+            return
+        with lock:
+            accepted += 1
+
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(reserve, range(50)))
+    assert accepted == 10
+    used = stores[0].db.query("SELECT shots FROM usage WHERE owner = 'key_q'")[0]["shots"]
+    assert used == 1000
+
+
+def test_round_robin_turns_are_shared_between_replicas(db_url):
+    a, b = JobStore(Database(db_url)), JobStore(Database(db_url))
+    turns = [a.next_turn("x,y"), b.next_turn("x,y"), a.next_turn("x,y"), b.next_turn("x,y")]
+    assert turns == [0, 1, 2, 3]
+
+
+def test_every_transition_is_an_event_in_order(store):
+    job = _job()
+    store.insert(job)
+    store.claim("w", 30)
+    store.finish(job.job_id, "w", Outcome(status=COMPLETED, backend="b", counts={"11": 5}))
+    events = [e for e in store.events.since(0) if e.job_id == job.job_id]
+    assert [e.status for e in events] == ["queued", "running", "completed"]
+    assert events[-1].counts == {"11": 5} and events[-1].backend == "b"
+    assert events[0].event_id < events[1].event_id < events[2].event_id

@@ -1,0 +1,90 @@
+"""Finds a PostgreSQL server for the tests, or starts a throwaway one; each test gets its own database."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import psycopg
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _reachable(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A PostgreSQL server: QNET_TEST_POSTGRES_DSN, else the local one, else one started from initdb."""
+
+    def __init__(self) -> None:
+        self.admin_dsn: str | None = None
+        self._datadir: str | None = None
+        self._pg_ctl: str | None = None
+
+    def find_or_start(self) -> str | None:
+        for dsn in filter(None, (os.environ.get("QNET_TEST_POSTGRES_DSN"), DEFAULT_DSN,
+                                 "postgresql://root@127.0.0.1:5432/test")):
+            if _reachable(dsn):
+                self.admin_dsn = dsn
+                return dsn
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not binaries or os.geteuid() == 0 and not shutil.which("runuser"):
+            return None
+        bindir = os.path.dirname(binaries[-1])
+        self._datadir = tempfile.mkdtemp(prefix="qnet-pg-")
+        port = _free_port()
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses root: run it as the postgres user
+            shutil.chown(self._datadir, "postgres")
+            as_user = ["runuser", "-u", "postgres", "--"]
+        subprocess.run([*as_user, f"{bindir}/initdb", "-D", self._datadir, "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        self._pg_ctl = f"{bindir}/pg_ctl"
+        self._as_user = as_user
+        subprocess.run([*as_user, self._pg_ctl, "-D", self._datadir, "-w", "-o",
+                        f"-p {port} -c listen_addresses=127.0.0.1 -k {self._datadir}", "start"],
+                       check=True, capture_output=True)
+        self.admin_dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + 30
+        while not _reachable(self.admin_dsn):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+        return self.admin_dsn
+
+    @contextlib.contextmanager
+    def database(self):  # noqa: ANN201
+        """A fresh, empty database for one test, dropped afterwards."""
+        name = f"qnet_test_{secrets.token_hex(4)}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        base = self.admin_dsn.rsplit("/", 1)[0]
+        try:
+            yield f"{base}/{name}"
+        finally:
+            with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def stop(self) -> None:
+        if self._pg_ctl and self._datadir:
+            subprocess.run([*self._as_user, self._pg_ctl, "-D", self._datadir, "-m", "fast", "stop"],
+                           capture_output=True)
+            shutil.rmtree(self._datadir, ignore_errors=True)
