@@ -57,6 +57,7 @@ class Caller:
     internal: bool = False
     shots_per_day: int | None = None
     cost_per_day: float | None = None
+    admin: bool = False
 
 
 #: The authenticated caller of the RPC being handled.
@@ -94,7 +95,8 @@ class Authenticator:
             caller = (
                 None
                 if key is None
-                else Caller(key.key_id, key.name, shots_per_day=key.shots_per_day, cost_per_day=key.cost_per_day)
+                else Caller(key.key_id, key.name, shots_per_day=key.shots_per_day, cost_per_day=key.cost_per_day,
+                            admin=key.admin)
             )
             if len(self._cache) > 10_000:
                 self._cache.clear()

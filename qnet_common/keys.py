@@ -26,7 +26,8 @@ SCHEMA = (
         created_at {float} NOT NULL,
         revoked INTEGER NOT NULL DEFAULT 0,
         shots_per_day INTEGER,
-        cost_per_day {float}
+        cost_per_day {float},
+        is_admin INTEGER NOT NULL DEFAULT 0
     )""",
 )
 
@@ -42,6 +43,8 @@ class ApiKey:
     #: None: unlimited.
     shots_per_day: int | None = None
     cost_per_day: float | None = None
+    #: Operators: may change backend statuses.
+    admin: bool = False
 
 
 class ApiKeyStore:
@@ -53,16 +56,16 @@ class ApiKeyStore:
 
     def create(
         self, name: str, *, secret: str | None = None, shots_per_day: int | None = None,
-        cost_per_day: float | None = None,
+        cost_per_day: float | None = None, admin: bool = False,
     ) -> tuple[ApiKey, str]:
         """Stores a new key (or `secret`, when given) and returns it with the secret, shown only here."""
         secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(f"key_{secrets.token_hex(6)}", name, shots_per_day, cost_per_day)
+        key = ApiKey(f"key_{secrets.token_hex(6)}", name, shots_per_day, cost_per_day, admin)
         with self._db.transaction() as tx:
             tx.execute(
-                "INSERT INTO api_keys (key_id, key_hash, name, created_at, shots_per_day, cost_per_day)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key.key_id, hash_key(secret), name, time.time(), shots_per_day, cost_per_day),
+                "INSERT INTO api_keys (key_id, key_hash, name, created_at, shots_per_day, cost_per_day, is_admin)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key.key_id, hash_key(secret), name, time.time(), shots_per_day, cost_per_day, int(admin)),
             )
         return key, secret
 
@@ -82,14 +85,14 @@ class ApiKeyStore:
     def lookup(self, secret: str) -> ApiKey | None:
         digest = hash_key(secret)
         rows = self._db.query(
-            "SELECT key_id, key_hash, name, shots_per_day, cost_per_day FROM api_keys"
+            "SELECT key_id, key_hash, name, shots_per_day, cost_per_day, is_admin FROM api_keys"
             " WHERE key_hash = ? AND revoked = 0",
             (digest,),
         )
         if not rows or not hmac.compare_digest(rows[0]["key_hash"], digest):
             return None
         row = rows[0]
-        return ApiKey(row["key_id"], row["name"], row["shots_per_day"], row["cost_per_day"])
+        return ApiKey(row["key_id"], row["name"], row["shots_per_day"], row["cost_per_day"], bool(row["is_admin"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--name", required=True, help="who the key is for")
     create.add_argument("--shots-per-day", type=int, default=None, help="shot budget per day (default none)")
     create.add_argument("--cost-per-day", type=float, default=None, help="cost budget per day in USD")
+    create.add_argument("--admin", action="store_true", help="an operator key (may change backend statuses)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     store = ApiKeyStore(Database(settings.db_url))
-    key, secret = store.create(args.name, shots_per_day=args.shots_per_day, cost_per_day=args.cost_per_day)
+    key, secret = store.create(
+        args.name, shots_per_day=args.shots_per_day, cost_per_day=args.cost_per_day, admin=args.admin
+    )
     print(secret)
     print(f"created key_id={key.key_id} name={key.name} database={settings.db_url}", file=sys.stderr)
     return 0

@@ -113,6 +113,8 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         )
 
     async def SetDeviceStatus(self, request, context):  # noqa: ANN001, N802
-        self._internal_only()
+        caller = current_caller.get(None)
+        if caller is not None and not (caller.internal or caller.admin):
+            raise errors.PermissionDenied("changing a backend's status needs an operator key (keys create --admin)")
         await asyncio.to_thread(self._fleet.set_status, request.device_id, request.status)
         return ds.SetDeviceStatusResponse(device=_backend(self._fleet, request.device_id, with_coupling=False))

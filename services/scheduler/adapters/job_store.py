@@ -45,7 +45,8 @@ SCHEMA = (
         assessments TEXT NOT NULL DEFAULT '{{}}',
         shots INTEGER NOT NULL DEFAULT 0,
         cost {float} NOT NULL DEFAULT 0,
-        backend TEXT NOT NULL DEFAULT ''
+        backend TEXT NOT NULL DEFAULT '',
+        ran_by TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_claimable ON jobs (status, created_at)",
     "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)",
@@ -230,8 +231,9 @@ class JobStore:
                 return False
             tx.execute(
                 "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,"
-                " cost = ?, backend = ? WHERE job_id = ?",
-                (outcome.status, _outcome_to_json(outcome), time.time(), outcome.cost, outcome.backend, job_id),
+                " cost = ?, backend = ?, ran_by = ? WHERE job_id = ?",
+                (outcome.status, _outcome_to_json(outcome), time.time(), outcome.cost, outcome.backend, worker,
+                 job_id),
             )
             self._event(tx, job_id, row["owner"], outcome.status, outcome)
         return True

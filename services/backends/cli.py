@@ -1,0 +1,45 @@
+"""Operators' CLI: set a backend online, in maintenance or offline.
+
+    python -m services.backends.cli set-status rigetti_aspen maintenance --key $QNET_ADMIN_KEY
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import grpc
+from qnet.backends.v1 import device_service_pb2 as ds
+from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
+
+from services.backends.domain.device import DEVICE_STATUSES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.backends.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--address", default=os.environ.get("QNET_BACKENDS_ADDR", "127.0.0.1:50052"),
+                        help="the backends service (default QNET_BACKENDS_ADDR or 127.0.0.1:50052)")
+    parser.add_argument("--key", default=os.environ.get("QNET_ADMIN_KEY", ""), help="an operator API key")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("set-status", help="change a backend's status")
+    status.add_argument("backend")
+    status.add_argument("status", choices=DEVICE_STATUSES)
+    args = parser.parse_args(argv)
+    with grpc.insecure_channel(args.address) as channel:
+        stub = ds_grpc.DeviceServiceStub(channel)
+        try:
+            reply = stub.SetDeviceStatus(
+                ds.SetDeviceStatusRequest(device_id=args.backend, status=args.status),
+                metadata=(("authorization", f"Bearer {args.key}"),), timeout=10,
+            )
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(f"{reply.device.id} is now {reply.device.status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
