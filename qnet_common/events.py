@@ -6,8 +6,10 @@ that reconnects with `since` misses nothing, whichever replica wrote the event.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from qnet_common.db import Database, Tx
@@ -87,3 +89,75 @@ class EventLog:
 
 def tx_dialect(tx: Tx) -> str:
     return tx._db.dialect  # noqa: SLF001 - Tx is this package's own type
+
+
+class EventHub:
+    """One poller of the event log per process, fanned out to every watcher (one query per tick, not one
+    per watcher). A watcher starting at `since` first gets the missed events from the log, then live ones."""
+
+    POLL_S = 0.05
+    #: A watcher this far behind is dropped (its client reconnects with `since`).
+    MAX_QUEUE = 10_000
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._watchers: set[_Watcher] = set()
+        self._cursor = 0
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._cursor = await asyncio.to_thread(self._log.last_id)
+        self._task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                batch = await asyncio.to_thread(self._log.since, self._cursor)
+            except Exception:  # the database is briefly unreachable: keep the watchers, try again
+                await asyncio.sleep(1.0)
+                continue
+            for event in batch:
+                self._cursor = event.event_id
+                for watcher in list(self._watchers):
+                    try:
+                        watcher.queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        self._watchers.discard(watcher)
+                        watcher.overflowed = True
+            if len(batch) < 1000:
+                await asyncio.sleep(self.POLL_S)
+
+    async def watch(self, since: int | None = None) -> AsyncIterator[Event]:
+        """Events after `since` (None: from now on), in order, without gaps or repeats."""
+        watcher = _Watcher(asyncio.Queue(self.MAX_QUEUE))
+        self._watchers.add(watcher)
+        try:
+            last = self._cursor if since is None else since
+            if since is not None:
+                while True:  # replay from the log until the live queue takes over
+                    missed = await asyncio.to_thread(self._log.since, last)
+                    for event in missed:
+                        last = event.event_id
+                        yield event
+                    if len(missed) < 1000:
+                        break
+            while True:
+                if watcher.overflowed and watcher.queue.empty():
+                    raise OverflowError("event watcher fell too far behind")
+                event = await watcher.queue.get()
+                if event.event_id > last:
+                    last = event.event_id
+                    yield event
+        finally:
+            self._watchers.discard(watcher)
+
+
+@dataclass
+class _Watcher:
+    queue: asyncio.Queue
+    overflowed: bool = False

@@ -10,6 +10,7 @@ from qnet.scheduler.v1 import (
 )
 
 from qnet_common.db import Database
+from qnet_common.events import EventHub
 from qnet_common.grpcserver import serve
 from qnet_common.settings import Settings
 from services.scheduler.adapters.clients import AggregatorClient, DeviceClient
@@ -31,6 +32,7 @@ class SchedulerComponent:
         self.store = JobStore(self._db)
         self._devices = DeviceClient(settings.backends_addr, settings.service_key)
         self._aggregator = AggregatorClient(settings.aggregator_addr, settings.service_key)
+        self.hub = EventHub(self.store.events)
         self.engine = Engine(
             self.store, self._devices, self._aggregator, workers=settings.workers, lease_s=settings.lease_s,
             on_job=record_job,
@@ -41,14 +43,16 @@ class SchedulerComponent:
             ExecutionServicer(self.engine, self._settings.execute_wait_s), server
         )
         job_events_service_pb2_grpc.add_JobEventsServiceServicer_to_server(
-            JobEventsServicer(self.store.events), server
+            JobEventsServicer(self.hub), server
         )
 
     async def start(self) -> None:
+        await self.hub.start()
         self.engine.start()
 
     async def stop(self, grace: float) -> None:
         await self.engine.stop(grace)
+        await self.hub.stop()
         await self._devices.close()
         await self._aggregator.close()
         self._db.close()

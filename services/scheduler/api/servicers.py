@@ -11,7 +11,7 @@ from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
 from qnet.scheduler.v1 import jobs_pb2
 
 from qnet_common import errors
-from qnet_common.events import TOPICS, EventLog
+from qnet_common.events import TOPICS, EventHub
 from qnet_common.grpcserver import Caller, current_caller
 from services.scheduler.api import convert
 from services.scheduler.domain.engine import Engine
@@ -131,10 +131,8 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
 class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
     """Streams the durable event log: replay after `since_event_id`, then follow it live."""
 
-    POLL_S = 0.05
-
-    def __init__(self, events: EventLog) -> None:
-        self._events = events
+    def __init__(self, hub: EventHub) -> None:
+        self._hub = hub
 
     async def WatchEvents(self, request, context):  # noqa: ANN001, N802
         topics = set(request.topics) or set(TOPICS)
@@ -143,20 +141,13 @@ class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
             raise errors.InvalidArgument(f"unknown topics {sorted(unknown)}; use {', '.join(TOPICS)}")
         caller = _caller()
         owner = request.owner if caller.internal and caller.key_id == "mesh" else caller.key_id
-        cursor = request.since_event_id or await asyncio.to_thread(self._events.last_id)
-        while True:
-            batch = await asyncio.to_thread(self._events.since, cursor)
-            for event in batch:
-                cursor = event.event_id
-                if event.topic not in topics or (event.topic == "job_updates" and owner and event.owner != owner):
-                    continue
-                message = ev.WatchEventsResponse(
-                    event_id=event.event_id, topic=event.topic, job_id=event.job_id, status=event.status,
-                    backend=event.backend, queue_depth=event.queue_depth, owner=event.owner,
-                    error_code=event.error_code,
-                )
-                message.counts.update(event.counts)
-                message.time.FromNanoseconds(int(event.time * 1e9))
-                yield message
-            if not batch:
-                await asyncio.sleep(self.POLL_S)
+        async for event in self._hub.watch(request.since_event_id or None):
+            if event.topic not in topics or (event.topic == "job_updates" and owner and event.owner != owner):
+                continue
+            message = ev.WatchEventsResponse(
+                event_id=event.event_id, topic=event.topic, job_id=event.job_id, status=event.status,
+                backend=event.backend, queue_depth=event.queue_depth, owner=event.owner, error_code=event.error_code,
+            )
+            message.counts.update(event.counts)
+            message.time.FromNanoseconds(int(event.time * 1e9))
+            yield message
