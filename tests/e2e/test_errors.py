@@ -73,8 +73,9 @@ def test_malformed_json_400(mesh):
     assert "JSON" in message or "json" in message
 
 
-def test_unknown_field_400(mesh):
-    assert_error(mesh.request("POST", "/execute", {"qasm": BELL, "shotz": 5}), 400, "INVALID_ARGUMENT")
+def test_unknown_query_parameter_400(mesh):
+    message = assert_error(mesh.request("GET", "/status?verbose=1"), 400, "INVALID_ARGUMENT")
+    assert "verbose" in message
 
 
 def test_wrong_field_type_400(mesh):

