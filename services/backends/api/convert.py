@@ -49,7 +49,7 @@ def backend(spec: DeviceSpec, status: str, queue: QueueSnapshot, *, with_couplin
         max_shots=spec.max_shots,
         simulator=spec.simulator,
         noisy=spec.noisy,
-        connectivity=getattr(spec, "connectivity", "all_to_all" if spec.coupling_map is None else "custom"),
+        connectivity=spec.connectivity,
         supports_classical_control=spec.supports_classical_control,
         price=pb.Price(
             per_task=spec.price.per_task,

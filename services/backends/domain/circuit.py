@@ -355,12 +355,11 @@ class _Parser:
                 continue
             call_tok = self.take(kind="id")
             args: list = []
-            if self.accept("("):
-                if not self.accept(")"):
+            if self.accept("(") and not self.accept(")"):
+                args.append(self.expression_tokens())
+                while self.accept(","):
                     args.append(self.expression_tokens())
-                    while self.accept(","):
-                        args.append(self.expression_tokens())
-                    self.take(")")
+                self.take(")")
             targets = [self.take(kind="id")]
             while self.accept(","):
                 targets.append(self.take(kind="id"))
@@ -392,12 +391,11 @@ class _Parser:
     def gate_call(self, condition) -> None:  # noqa: ANN001
         name_tok = self.take(kind="id")
         params: list[float] = []
-        if self.accept("("):
-            if not self.accept(")"):
+        if self.accept("(") and not self.accept(")"):
+            params.append(_Expr(self.expression_tokens(), {}, self).value())
+            while self.accept(","):
                 params.append(_Expr(self.expression_tokens(), {}, self).value())
-                while self.accept(","):
-                    params.append(_Expr(self.expression_tokens(), {}, self).value())
-                self.take(")")
+            self.take(")")
         operands = [self.operand(quantum=True)]
         while self.accept(","):
             operands.append(self.operand(quantum=True))

@@ -78,6 +78,8 @@ class DeviceSpec:
     calibration: Calibration
     price: PriceModel
     description: str = ""
+    #: all_to_all, heavy_hex, octagonal or square.
+    connectivity: str = "all_to_all"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,34 @@
+"""Which devices exist and which adapter builds each; an adapter's SDK is imported only when one of its
+devices is asked for, so a backends process for one provider does not load the others."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+
+from services.backends.domain.device import Device
+
+#: device id -> adapter module (each module has `devices() -> dict[str, Device]`).
+ADAPTERS = {
+    "local_simulator": "services.backends.adapters.local",
+    "ionq_simulator": "services.backends.adapters.ionq",
+    "ionq_aria": "services.backends.adapters.ionq",
+    "ibm_brisbane": "services.backends.adapters.ibm",
+    "ibm_torino": "services.backends.adapters.ibm",
+    "rigetti_aspen": "services.backends.adapters.rigetti",
+}
+DEVICE_IDS = tuple(ADAPTERS)
+
+
+def build_devices(ids: Iterable[str] | None = None) -> dict[str, Device]:
+    wanted = list(ids) if ids else list(DEVICE_IDS)
+    unknown = [d for d in wanted if d not in ADAPTERS]
+    if unknown:
+        raise ValueError(f"unknown device ids {unknown}; known: {', '.join(DEVICE_IDS)}")
+    built: dict[str, Device] = {}
+    for module_name in dict.fromkeys(ADAPTERS[d] for d in wanted):
+        module = importlib.import_module(module_name)
+        for device_id, device in module.devices().items():
+            if device_id in wanted:
+                built[device_id] = device
+    return {d: built[d] for d in wanted}

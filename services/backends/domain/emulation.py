@@ -1,0 +1,81 @@
+"""Rules every device emulation shares: input checks, success-probability estimates, run-time estimates."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from qnet_common import errors
+from services.backends.domain.circuit import Circuit, Op, parse
+from services.backends.domain.device import Calibration, DeviceSpec
+
+
+def checked(qasm: str, shots: int, spec: DeviceSpec, *, terminal_only: bool = False,
+            max_simulated_qubits: int | None = None) -> Circuit:
+    """Parses and checks a circuit against a device; raises the documented 400 errors."""
+    if not 1 <= shots <= spec.max_shots:
+        raise errors.InvalidShots(f"shots={shots} is out of range for {spec.id}: send 1 to {spec.max_shots}",
+                                  backend=spec.id)
+    circuit = parse(qasm)
+    if circuit.num_qubits > spec.num_qubits:
+        raise errors.CircuitTooLarge(
+            f"the circuit declares {circuit.num_qubits} qubits but {spec.id} has {spec.num_qubits}; use a wider"
+            " backend or fewer qubits", backend=spec.id)
+    if circuit.has_classical_control and not spec.supports_classical_control:
+        raise errors.UnsupportedInstruction(
+            f"{spec.id} cannot run classically controlled operations (if); use local_simulator or an IBM backend",
+            backend=spec.id)
+    if terminal_only and (not circuit.measurements_are_terminal or circuit.has_reset):
+        raise errors.UnsupportedInstruction(
+            f"{spec.id} runs only circuits whose measurements come last and that have no reset; use"
+            " local_simulator or an IBM backend for mid-circuit measurement", backend=spec.id)
+    if max_simulated_qubits is not None and len(circuit.active_qubits) > max_simulated_qubits:
+        raise errors.UnsupportedInstruction(
+            f"{spec.id}'s noisy emulation is limited to {max_simulated_qubits} active qubits; this circuit uses"
+            f" {len(circuit.active_qubits)}", backend=spec.id)
+    return circuit
+
+
+def gate_error(calibration: Calibration, gate: str, qubits: tuple[int, ...]) -> tuple[float, float]:
+    """(error, duration_ns) of a native gate on physical qubits, falling back to the gate's any-qubit figure."""
+    fallback = (0.0, 0.0)
+    for g in calibration.gates:
+        if g.gate == gate:
+            if g.qubits == qubits or (len(g.qubits) == 2 and g.qubits == qubits[::-1]):
+                return g.error, g.duration_ns
+            if not g.qubits:
+                fallback = (g.error, g.duration_ns)
+    return fallback
+
+
+def success_probability(native_ops: Sequence[Op], calibration: Calibration, measured: Mapping[int, int]) -> float:
+    """Product of the compiled gates' fidelities and the measured qubits' readout fidelities.
+
+    `native_ops` act on physical qubits; `measured` maps each measured clbit to its physical qubit.
+    """
+    readout = {q.qubit: q.readout_error for q in calibration.qubits}
+    probability = 1.0
+    for op in native_ops:
+        if op.name in ("measure", "reset", "barrier", "rz", "id"):
+            continue  # virtual Z rotations and identities cost nothing
+        error, _ = gate_error(calibration, op.name, op.qubits)
+        probability *= 1.0 - error
+    for qubit in set(measured.values()):
+        probability *= 1.0 - readout.get(qubit, 0.0)
+    return max(0.0, min(1.0, probability))
+
+
+def circuit_duration_s(native_ops: Sequence[Op], calibration: Calibration) -> float:
+    """Critical-path duration of one shot from the gates' calibrated durations."""
+    clock: dict[int, float] = {}
+    for op in native_ops:
+        _, duration = gate_error(calibration, op.name, op.qubits)
+        start = max((clock.get(q, 0.0) for q in op.qubits), default=0.0)
+        for q in op.qubits:
+            clock[q] = start + duration
+    return max(clock.values(), default=0.0) * 1e-9
+
+
+def estimated_execution_s(shots: int, shot_duration_s: float, per_shot_overhead_s: float,
+                          per_task_overhead_s: float) -> float:
+    """Device time for a task: fixed overhead plus, per shot, the circuit and the reset/readout overhead."""
+    return per_task_overhead_s + shots * (shot_duration_s + per_shot_overhead_s)
