@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime
 import os
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
-from services.backends.domain.circuit import Circuit, Op
+from services.backends.domain.circuit import Circuit
 from services.backends.domain.compile import ionq_natives, stats, to_basis
 from services.backends.domain.device import (
     Assessment,
@@ -152,8 +153,8 @@ def _counts(samples: np.ndarray, clbit_columns: dict[int, int], num_clbits: int)
     return {format(int(k), f"0{num_clbits}b"): int(n) for k, n in zip(keys, numbers, strict=True)}
 
 
-def devices() -> dict[str, Device]:
-    return {"ionq_simulator": IonQDevice(SIMULATOR_SPEC), "ionq_aria": IonQDevice(ARIA_SPEC)}
+def devices(ids: Iterable[str]) -> dict[str, Device]:
+    return {spec.id: IonQDevice(spec) for spec in (SIMULATOR_SPEC, ARIA_SPEC) if spec.id in ids}
 
 
-__all__ = ["IonQDevice", "Op", "devices"]
+__all__ = ["IonQDevice", "devices"]

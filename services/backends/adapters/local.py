@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections.abc import Iterable
 
 from services.backends.adapters.qiskit_common import counts_of, load
 from services.backends.domain.device import Assessment, Calibration, Device, DeviceSpec, PriceModel, RunResult
@@ -59,5 +60,5 @@ class LocalSimulator(Device):
         return Assessment(compiled.depth(), compiled.num_nonlocal_gates(), 0.0, 1.0)
 
 
-def devices() -> dict[str, Device]:
-    return {"local_simulator": LocalSimulator()}
+def devices(ids: Iterable[str]) -> dict[str, Device]:
+    return {"local_simulator": LocalSimulator()} if "local_simulator" in ids else {}

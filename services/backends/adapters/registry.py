@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from services.backends.domain.device import Device
 
-#: device id -> adapter module (each module has `devices() -> dict[str, Device]`).
+#: device id -> adapter module (each module has `devices(ids) -> dict[str, Device]`).
 ADAPTERS = {
     "local_simulator": "services.backends.adapters.local",
     "ionq_simulator": "services.backends.adapters.ionq",
@@ -28,7 +28,5 @@ def build_devices(ids: Iterable[str] | None = None) -> dict[str, Device]:
     built: dict[str, Device] = {}
     for module_name in dict.fromkeys(ADAPTERS[d] for d in wanted):
         module = importlib.import_module(module_name)
-        for device_id, device in module.devices().items():
-            if device_id in wanted:
-                built[device_id] = device
+        built.update(module.devices(wanted))
     return {d: built[d] for d in wanted}

@@ -136,16 +136,7 @@ def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]
     for a, b in coupling:
         neighbours[a].add(b)
         neighbours[b].add(a)
-    start = next((q for q in preferred if neighbours.get(q)), max(neighbours, key=lambda q: len(neighbours[q])))
-    order, seen, queue = [], {start}, deque([start])
-    while queue and len(order) < num_qubits:
-        q = queue.popleft()
-        order.append(q)
-        for n in sorted(neighbours[q]):
-            if n not in seen:
-                seen.add(n)
-                queue.append(n)
-    layout = {logical: physical for logical, physical in enumerate(order)}
+    layout = _initial_layout(ops, num_qubits, neighbours, preferred)
     where = {physical: logical for logical, physical in layout.items()}
     out: list[Op] = []
     for op in ops:
@@ -164,6 +155,49 @@ def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]
                     a = hop
         out.append(Op(op.name, tuple(layout[q] for q in op.qubits), op.params, op.clbits, op.condition))
     return out, layout
+
+
+def _initial_layout(ops: Sequence[Op], num_qubits: int, neighbours: dict[int, set[int]],
+                    preferred: Sequence[int]) -> dict[int, int]:
+    """Greedy placement by interaction: each qubit goes next to the qubit it first interacts with."""
+    rank = {q: i for i, q in enumerate(preferred)}
+    free = set(neighbours)
+    layout: dict[int, int] = {}
+
+    def nearest_free(origin: int | None) -> int:
+        if origin is None:
+            candidates = [q for q in free if any(n in free for n in neighbours[q])] or list(free)
+            return min(candidates, key=lambda q: (rank.get(q, len(rank)), -len(neighbours[q])))
+        seen, queue = {origin}, deque([origin])
+        while queue:
+            q = queue.popleft()
+            for n in sorted(neighbours[q], key=lambda x: rank.get(x, len(rank))):
+                if n in free:
+                    return n
+                if n not in seen:
+                    seen.add(n)
+                    queue.append(n)
+        return min(free)
+
+    def place(logical: int, origin: int | None) -> None:
+        physical = nearest_free(origin)
+        layout[logical] = physical
+        free.discard(physical)
+
+    for op in ops:
+        if len(op.qubits) != 2:
+            continue
+        a, b = op.qubits
+        if a not in layout and b not in layout:
+            place(a, None)
+        if a not in layout:
+            place(a, layout[b])
+        if b not in layout:
+            place(b, layout[a])
+    for logical in range(num_qubits):
+        if logical not in layout:
+            place(logical, next(iter(layout.values()), None))
+    return layout
 
 
 def _shortest_path(neighbours: dict[int, set[int]], a: int, b: int) -> list[int]:

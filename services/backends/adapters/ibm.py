@@ -1,0 +1,176 @@
+"""IBM devices on Qiskit: `ibm_brisbane` (127-qubit Eagle r3, ECR/RZ/SX/X) and `ibm_torino` (133-qubit Heron
+r1, CZ/RZ/SX/X), from the calibration snapshots that qiskit-ibm-runtime ships as FakeBrisbane and FakeTorino.
+
+Circuits are compiled with Qiskit's transpiler for the real coupling map and basis. The noise model is built
+from the snapshot for the circuit's active physical qubits only (gate errors as depolarizing channels, thermal
+relaxation over each gate's duration, per-qubit readout errors); Aer drops the idle qubits. That is the
+same physics as `AerSimulator.from_backend`, which builds all 127 qubits' model on every call (see
+bench/results/devices.md for the speed ratio).
+
+With `QNET_IBM_REAL=1` and a saved `QiskitRuntimeService` account, the same circuits go to the real device
+through `SamplerV2` (not used by make run or the tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import time
+from collections.abc import Iterable
+
+from services.backends.adapters.qiskit_common import counts_of, load
+from services.backends.domain.device import (
+    Assessment,
+    Calibration,
+    Device,
+    DeviceSpec,
+    GateCalibration,
+    PriceModel,
+    QubitCalibration,
+    RunResult,
+)
+from services.backends.domain.emulation import checked, estimated_execution_s
+
+#: IBM Quantum pay-as-you-go: $96 per minute of quantum time (ibm.com/quantum/pricing).
+IBM_PRICE = PriceModel(0.0, 0.0, per_second=1.60, source="IBM Quantum pay-as-you-go: $96 per minute ($1.60/s)")
+#: Per-task overhead and per-shot repetition delay IBM bills as usage (a documented estimate).
+TASK_OVERHEAD_S = 2.0
+REP_DELAY_S = 250e-6
+
+FAKES = {
+    "ibm_brisbane": ("FakeBrisbane", "IBM Brisbane (Eagle r3)", "ECR, RZ, SX, X on a heavy-hex lattice"),
+    "ibm_torino": ("FakeTorino", "IBM Torino (Heron r1)", "CZ, RZ, SX, X on a heavy-hex lattice"),
+}
+_VIRTUAL = {"rz", "barrier", "delay", "id", "measure", "reset"}
+
+
+def _calibration(backend) -> Calibration:  # noqa: ANN001
+    props = backend.properties()
+    qubits = []
+    for q in range(backend.num_qubits):
+        values = {p.name: p.value for p in props.qubits[q]}
+        readout = values.get("readout_error", 0.0)
+        qubits.append(QubitCalibration(
+            q, values.get("T1", 0.0) * 1e6, values.get("T2", 0.0) * 1e6, readout,
+            values.get("prob_meas1_prep0", readout), values.get("prob_meas0_prep1", readout),
+        ))
+    gates = []
+    for gate in props.gates:
+        params = {p.name: p.value for p in gate.parameters}
+        gates.append(GateCalibration(gate.gate, tuple(gate.qubits), params.get("gate_error", 0.0),
+                                     params.get("gate_length", 0.0) * 1e9))
+    return Calibration(props.last_update_date, tuple(qubits), tuple(gates),
+                       f"qiskit-ibm-runtime {type(backend).__name__} snapshot")
+
+
+class IBMDevice(Device):
+    def __init__(self, device_id: str) -> None:
+        from qiskit_ibm_runtime import fake_provider
+
+        fake_name, name, gates = FAKES[device_id]
+        self._backend = getattr(fake_provider, fake_name)()
+        self._target = self._backend.target
+        two_q = "ecr" if "ecr" in self._backend.operation_names else "cz"
+        self.spec = DeviceSpec(
+            id=device_id, name=name, provider="ibm", technology="superconducting",
+            num_qubits=self._backend.num_qubits,
+            coupling_map=tuple(tuple(edge) for edge in self._backend.coupling_map.get_edges()),
+            native_gates=tuple(g for g in ("rz", "sx", "x", two_q) if g in self._backend.operation_names),
+            max_shots=100_000, simulator=False, noisy=True, supports_classical_control=True,
+            calibration=_calibration(self._backend), price=IBM_PRICE,
+            description=f"Qiskit Aer with the {fake_name} calibration snapshot: {gates}",
+            connectivity="heavy_hex",
+        )
+        self._two_q = two_q
+        self._lock = threading.Lock()
+        self._real = None
+        if os.environ.get("QNET_IBM_REAL") == "1":  # pragma: no cover - needs an IBM Quantum account
+            from qiskit_ibm_runtime import QiskitRuntimeService
+
+            self._real = QiskitRuntimeService().backend(device_id)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one cache per device, devices live as long as the process
+    def _compile(self, qasm: str):  # noqa: ANN202
+        from qiskit import transpile
+
+        circuit = checked(qasm, 1, self.spec)
+        with self._lock:  # the transpiler is not re-entrant on one target
+            compiled = transpile(load(qasm, circuit), self._backend, optimization_level=1, seed_transpiler=11)
+        return circuit, compiled
+
+    def _active(self, compiled) -> tuple[int, ...]:  # noqa: ANN001
+        return tuple(sorted({compiled.find_bit(q).index for inst in compiled.data for q in inst.qubits}))
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019
+    def noise_model(self, active: tuple[int, ...]):  # noqa: ANN201
+        """The snapshot's noise on these physical qubits only."""
+        from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
+
+        model = NoiseModel(basis_gates=list(self.spec.native_gates))
+        props = {q.qubit: q for q in self.spec.calibration.qubits}
+
+        def relaxation(q: int, duration_s: float):  # noqa: ANN202
+            t1 = props[q].t1_us * 1e-6
+            t2 = min(props[q].t2_us * 1e-6, 2 * t1)
+            return thermal_relaxation_error(t1, t2, duration_s)
+
+        chosen = set(active)
+        for gate in ("sx", "x"):
+            for q in active:
+                inst = self._target[gate].get((q,))
+                if inst is None:
+                    continue
+                error = depolarizing_error(min(1.0, 2 * (inst.error or 0.0)), 1)
+                model.add_quantum_error(relaxation(q, inst.duration or 0.0).compose(error), gate, [q])
+        for qargs, inst in self._target[self._two_q].items():
+            if qargs is None or not set(qargs) <= chosen:
+                continue
+            a, b = qargs
+            depolarizing = depolarizing_error(min(1.0, 4 / 3 * (inst.error or 0.0)), 2)
+            thermal = relaxation(b, inst.duration or 0.0).expand(relaxation(a, inst.duration or 0.0))
+            model.add_quantum_error(thermal.compose(depolarizing), self._two_q, [a, b])
+        for q in active:
+            p10 = props[q].prob_meas1_prep0 or props[q].readout_error
+            p01 = props[q].prob_meas0_prep1 or props[q].readout_error
+            model.add_readout_error(ReadoutError([[1 - p10, p10], [p01, 1 - p01]]), [q])
+        return model
+
+    def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
+        from qiskit_aer import AerSimulator
+
+        checked(qasm, shots, self.spec)
+        circuit, compiled = self._compile(qasm)
+        started = time.perf_counter()
+        if not circuit.num_clbits:
+            counts = {"": shots}
+        else:
+            simulator = AerSimulator(noise_model=self.noise_model(self._active(compiled)))
+            options = {"shots": shots} | ({"seed_simulator": seed} if seed else {})
+            raw = simulator.run(compiled, **options).result().get_counts()
+            counts = counts_of(raw, circuit.num_clbits)
+        return RunResult(counts, shots, compiled.depth(), compiled.num_nonlocal_gates(),
+                         time.perf_counter() - started)
+
+    def assess(self, qasm: str, shots: int) -> Assessment:
+        checked(qasm, shots, self.spec)
+        _, compiled = self._compile(qasm)
+        probability = 1.0
+        clock: dict[int, float] = {}
+        for inst in compiled.data:
+            name = inst.operation.name
+            qargs = tuple(compiled.find_bit(q).index for q in inst.qubits)
+            props = self._target[name].get(qargs) if name in self._target.operation_names else None
+            if props is not None and name not in _VIRTUAL or props is not None and name == "measure":
+                probability *= 1.0 - (props.error or 0.0)
+            duration = (props.duration or 0.0) if props is not None else 0.0
+            start = max((clock.get(q, 0.0) for q in qargs), default=0.0)
+            for q in qargs:
+                clock[q] = start + duration
+        shot_s = max(clock.values(), default=0.0)
+        seconds = estimated_execution_s(shots, shot_s, REP_DELAY_S, TASK_OVERHEAD_S)
+        return Assessment(compiled.depth(), compiled.num_nonlocal_gates(), seconds, max(0.0, probability))
+
+
+def devices(ids: Iterable[str]) -> dict[str, Device]:
+    return {device_id: IBMDevice(device_id) for device_id in FAKES if device_id in ids}
