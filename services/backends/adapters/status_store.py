@@ -20,6 +20,7 @@ class StatusStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         db.migrate(SCHEMA)
+        EventLog(db)  # creates the event log's table if this service is the first to start
 
     def load(self) -> dict[str, str]:
         return {r["device_id"]: r["status"] for r in self._db.query("SELECT device_id, status FROM device_status")}
