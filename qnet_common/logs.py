@@ -44,3 +44,6 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The vendor SDKs log every compiler pass at INFO: only their warnings are ours to see.
+    for noisy in ("qiskit", "qiskit_aer", "qiskit_ibm_runtime", "braket", "pyquil", "stevedore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
