@@ -157,7 +157,7 @@ class EventHub:
             self._watchers.discard(watcher)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Watcher:
     queue: asyncio.Queue
     overflowed: bool = False

@@ -12,7 +12,7 @@ from qnet_common.grpcserver import ON_BEHALF_OF, current_caller
 _ERROR_TYPES = {cls.code: cls for cls in errors.all_error_types()}
 
 
-class _ServiceKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _ServiceKey:
     """Adds `authorization: Bearer <service key>` and the caller's key id to every outgoing call."""
 
     def __init__(self, service_key: str) -> None:
@@ -28,9 +28,15 @@ class _ServiceKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClie
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+
+# grpc.aio files an interceptor under the first call type it implements: one class per call type.
+class _UnaryKey(_ServiceKey, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001
         return await continuation(self._details(details), request)
 
+
+class _StreamKey(_ServiceKey, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001
         return await continuation(self._details(details), request)
 
@@ -38,7 +44,7 @@ class _ServiceKey(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClie
 def channel(address: str, service_key: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[_ServiceKey(service_key)],
+        interceptors=[_UnaryKey(service_key), _StreamKey(service_key)],
         options=[("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.enable_retries", 0)],
     )
 

@@ -55,14 +55,15 @@ class RunningMesh:
             request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return Reply(response.status, json.loads(response.read() or b"{}"), dict(response.headers))
+                return Reply(response.status, json.loads(response.read() or b"{}"),
+                             {k.lower(): v for k, v in response.headers.items()})
         except urllib.error.HTTPError as error:
             text = error.read()
             try:
                 parsed = json.loads(text)
             except ValueError:
                 parsed = {"_raw": text.decode(errors="replace")}
-            return Reply(error.code, parsed, dict(error.headers))
+            return Reply(error.code, parsed, {k.lower(): v for k, v in error.headers.items()})
 
     def create_key(self, name: str, **quota) -> str:  # noqa: ANN003
         store = ApiKeyStore(Database(f"sqlite:///{self.data_dir / 'qnet.db'}"))

@@ -14,7 +14,7 @@ def assert_error(reply, status: int, code: str) -> str:
     assert reply.body["error"]["code"] == code, reply.body
     message = reply.body["error"]["message"]
     assert isinstance(message, str) and len(message) > 10
-    assert reply.headers.get("Content-Type", "").startswith("application/json")
+    assert reply.headers.get("content-type", "").startswith("application/json")
     return message
 
 

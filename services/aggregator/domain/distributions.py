@@ -22,8 +22,7 @@ def parse_counts(backend: str, counts: object) -> tuple[np.ndarray, np.ndarray]:
     """
     if not isinstance(counts, Mapping) or not counts:
         raise errors.InvalidCounts(
-            f"result {backend!r} has no counts: send a map of bitstring to count, for example "
-            '{"00": 512, "11": 512}',
+            f'result {backend!r} has no counts: send a map of bitstring to count, for example {{"00": 512, "11": 512}}',
             backend=backend,
         )
     keys = list(counts)
@@ -63,7 +62,7 @@ def _raise_bad_key(backend: str, keys: list[object]) -> None:
     for key in keys:
         if not isinstance(key, str):
             raise errors.InvalidCounts(
-                f"result {backend!r}: bitstring {key!r} is not a string; send keys such as \"0101\"", backend=backend
+                f'result {backend!r}: bitstring {key!r} is not a string; send keys such as "0101"', backend=backend
             )
         if not key:
             raise errors.InvalidCounts(
@@ -138,8 +137,8 @@ def bits_of_ids(ids: np.ndarray, width: int) -> np.ndarray:
     """Inverse of outcome_ids: (K, width) uint8, column 0 the leftmost character."""
     if ids.dtype.kind == "S":
         return np.frombuffer(ids.tobytes(), dtype=np.uint8).reshape(-1, width) - np.uint8(_ZERO)
-    shifts = np.arange(width - 1, -1, -1, dtype=np.int64)
-    return ((ids[:, None] >> shifts) & 1).astype(np.uint8)
+    big_endian = ids.astype(">u8").view(np.uint8).reshape(-1, 8)
+    return np.unpackbits(big_endian, axis=1)[:, 64 - width :]
 
 
 def bitstrings(ids: np.ndarray, width: int) -> list[str]:
@@ -163,9 +162,14 @@ def largest_remainder(probabilities: np.ndarray, shots: int) -> np.ndarray:
     remainders = scaled - floors
     counts = floors.astype(np.int64)
     missing = shots - int(counts.sum())
-    if missing > 0:  # 0 <= missing < K: the remainders are each below 1 and sum to `missing`
-        order = np.lexsort((np.arange(scaled.size), -probabilities, -remainders))
-        counts[order[:missing]] += 1
+    if missing > 0:  # 0 < missing < K: the remainders are each below 1 and sum to `missing`
+        # Everything above the missing-th largest remainder gets a unit; only the ties at it need sorting.
+        threshold = np.partition(remainders, remainders.size - missing)[remainders.size - missing]
+        above = np.flatnonzero(remainders > threshold)
+        tied = np.flatnonzero(remainders == threshold)
+        tied = tied[np.lexsort((tied, -probabilities[tied]))]
+        counts[above] += 1
+        counts[tied[: missing - above.size]] += 1
     return counts
 
 
@@ -190,7 +194,8 @@ def hellinger_distance(p: object, q: object) -> float:
     Either two mappings bitstring -> count/probability, or two aligned arrays.
     """
     a, b = _as_distributions(p, q)
-    return math.sqrt(max(0.0, 1.0 - float(np.sqrt(a * b).sum())))
+    # The same quantity as 1/2 sum_x (sqrt p(x) - sqrt q(x))^2, which has no cancellation for close p and q.
+    return math.sqrt(min(1.0, 0.5 * float(((np.sqrt(a) - np.sqrt(b)) ** 2).sum())))
 
 
 def hellinger_fidelity(p: object, q: object) -> float:
