@@ -25,9 +25,9 @@ import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from qnet_common.envoy import EnvoyProcess, render_config
 
 from qnet_common.db import Database
+from qnet_common.envoy import EnvoyProcess, render_config
 from qnet_common.keys import ApiKeyStore
 from qnet_common.settings import Settings
 

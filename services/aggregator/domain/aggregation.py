@@ -102,9 +102,12 @@ class MethodInfo:
 
 
 CONFIDENCE = (
-    "confidence = A * (1 - eps). Agreement A = sum_{i<j} w_i w_j (1 - H_ij) / sum_{i<j} w_i w_j, with w_i the "
-    "method's normalised weights and H_ij the Hellinger distance between results i and j (A = 1 for a single "
-    "result). Sampling error eps = min(1, sum_x sqrt(p(x) (1 - p(x)) / (2 pi n_eff)) + G), with "
+    "confidence = A * (1 - eps). Agreement A = sum_{i<j} w_i w_j (1 - D_ij) / sum_{i<j} w_i w_j (A = 1 for a "
+    "single result), with w_i the method's normalised weights and D_ij = sqrt(max(0, H_ij^2 - E_ij)) the "
+    "Hellinger distance between results i and j beyond what shot noise explains: E_ij = 1/2 sum_x "
+    "min((1 - m(x)) (1/n_i + 1/n_j) / 4, 2 m(x)), m = (p_i + p_j) / 2, is the expected squared distance between "
+    "two samples of one distribution (delta method, each term capped for outcomes too rare for it). "
+    "Sampling error eps = min(1, sum_x sqrt(p(x) (1 - p(x)) / (2 pi n_eff)) + G), with "
     "n_eff = 1 / sum_i (w_i^2 / n_i): the expected total-variation distance between the aggregate and the true "
     "distribution due to finite shots alone (normal approximation), plus G = f_1 / sum_i n_i, the Good-Turing "
     "estimate of the probability of outcomes no backend observed (f_1: outcomes counted exactly once over all "
@@ -477,8 +480,8 @@ def _confidence(consensus: np.ndarray, weights: np.ndarray, table: _Table, overl
     pair_weights = np.triu(np.outer(weights, weights), k=1)
     total = pair_weights.sum()
     if total > 0:
-        pairwise = np.sqrt(np.clip(1.0 - overlaps, 0.0, 1.0))
-        agreement = float((pair_weights * (1.0 - pairwise)).sum() / total)
+        excess = np.clip(1.0 - overlaps - _shot_noise(table), 0.0, 1.0)
+        agreement = float((pair_weights * (1.0 - np.sqrt(excess))).sum() / total)
     else:
         agreement = 1.0
     effective_shots = 1.0 / float((weights**2 / table.shots).sum())
@@ -486,3 +489,15 @@ def _confidence(consensus: np.ndarray, weights: np.ndarray, table: _Table, overl
     unseen = table.singletons / float(table.shots.sum())
     sampling_error = min(1.0, spread + unseen)
     return min(1.0, max(0.0, agreement * (1.0 - sampling_error)))
+
+
+def _shot_noise(table: _Table) -> np.ndarray:
+    """(N, N): expected squared Hellinger distance between results i and j if both sampled one distribution."""
+    n = len(table.names)
+    noise = np.zeros((n, n))
+    probabilities, inverse_shots = table.probabilities, 1.0 / table.shots
+    for i in range(n - 1):
+        mean = 0.5 * (probabilities[i] + probabilities[i + 1 :])
+        scale = 0.25 * (inverse_shots[i] + inverse_shots[i + 1 :])[:, None]
+        noise[i, i + 1 :] = 0.5 * np.minimum((1.0 - mean) * scale, 2.0 * mean).sum(axis=1)
+    return noise + noise.T

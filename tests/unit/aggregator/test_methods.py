@@ -136,8 +136,24 @@ def test_confidence_combines_pairwise_agreement_and_sampling_error():
     found = [BackendCounts("a", {"0": 600, "1": 400}), BackendCounts("b", {"0": 400, "1": 600})]
     aggregation = aggregate(found)
     h = hellinger_distance({"0": 0.6, "1": 0.4}, {"0": 0.4, "1": 0.6})
+    shot_noise = 0.5 * 2 * (1 - 0.5) * (1 / 1000 + 1 / 1000) / 4  # both outcomes have mean probability 0.5
     sampling = 2 * math.sqrt(0.25 / (2 * math.pi * 2000))
-    assert aggregation.confidence == pytest.approx((1 - h) * (1 - sampling))
+    assert aggregation.confidence == pytest.approx((1 - math.sqrt(h**2 - shot_noise)) * (1 - sampling))
+
+
+def test_agreement_forgives_the_distance_that_shot_noise_alone_explains():
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    truth = rng.dirichlet(np.ones(256))
+    keys = [format(i, "08b") for i in range(256)]
+    found = [
+        BackendCounts(f"b{i}", {k: int(c) for k, c in zip(keys, rng.multinomial(20_000, truth), strict=True) if c})
+        for i in range(5)
+    ]
+    aggregation = aggregate(found)
+    assert min(w.distance for w in aggregation.weights) > 0.02  # visibly different samples ...
+    assert aggregation.confidence > 0.9  # ... of one distribution
 
 
 def test_divergence_failure_lists_every_distance():
