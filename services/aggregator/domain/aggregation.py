@@ -493,11 +493,15 @@ def _confidence(consensus: np.ndarray, weights: np.ndarray, table: _Table, overl
 
 def _shot_noise(table: _Table) -> np.ndarray:
     """(N, N): expected squared Hellinger distance between results i and j if both sampled one distribution."""
-    n = len(table.names)
+    n, k = table.probabilities.shape
     noise = np.zeros((n, n))
-    probabilities, inverse_shots = table.probabilities, 1.0 / table.shots
+    twice_m, term = np.empty(k), np.empty(k)  # reused: one pair at a time stays in cache
     for i in range(n - 1):
-        mean = 0.5 * (probabilities[i] + probabilities[i + 1 :])
-        scale = 0.25 * (inverse_shots[i] + inverse_shots[i + 1 :])[:, None]
-        noise[i, i + 1 :] = 0.5 * np.minimum((1.0 - mean) * scale, 2.0 * mean).sum(axis=1)
-    return noise + noise.T
+        for j in range(i + 1, n):
+            scale = 0.25 * (1.0 / table.shots[i] + 1.0 / table.shots[j])
+            np.add(table.probabilities[i], table.probabilities[j], out=twice_m)
+            np.multiply(twice_m, -0.5 * scale, out=term)
+            term += scale  # (1 - m) * scale
+            np.minimum(term, twice_m, out=term)
+            noise[i, j] = noise[j, i] = 0.5 * float(term.sum())
+    return noise
