@@ -221,7 +221,7 @@ def aggregate(
     # H^2 = 1/2 sum_x (sqrt p_i - sqrt p)^2 equals 1 - sum_x sqrt(p_i p) without its cancellation near 0.
     distances = np.sqrt(np.clip(0.5 * ((roots - np.sqrt(consensus)) ** 2).sum(axis=1), 0.0, 1.0))
     overlaps = roots @ roots.T
-    _check_divergence(method, table.names, distances, overlaps, max_divergence)
+    _check_divergence(method, table, distances, overlaps, max_divergence)
 
     out_shots = shots if shots is not None else max(_declared_shots(r) for r in results)
     support = np.flatnonzero(consensus > 0)
@@ -320,7 +320,7 @@ def _table(results: list[BackendCounts], mitigate: bool) -> tuple[_Table, dict[s
             matrices = assignment_matrices(name, result.readout_errors, width)
             if mitigate:
                 raw_rows.append((outcome_ids(bits), values.astype(float)))
-                bits, probabilities = mitigate_readout(bits, probabilities, matrices)
+                bits, probabilities = mitigate_readout(name, bits, probabilities, matrices)
                 rounded = largest_remainder(probabilities, total)
                 nonzero = np.flatnonzero(rounded)
                 ids = outcome_ids(bits[nonzero])
@@ -450,8 +450,9 @@ assert set(_COMBINERS) == set(METHODS)
 
 
 def _check_divergence(
-    method: str, names: list[str], distances: np.ndarray, overlaps: np.ndarray, max_divergence: float
+    method: str, table: _Table, distances: np.ndarray, overlaps: np.ndarray, max_divergence: float
 ) -> None:
+    names = table.names
     listed = ", ".join(f"{name}={d:.3f}" for name, d in zip(names, distances.tolist(), strict=True))
     disjoint = [
         f"{names[i]} and {names[j]}"
@@ -465,12 +466,20 @@ def _check_divergence(
             f"distance 1). Hellinger distances from the aggregate: {listed}",
             distances=listed,
         )
-    over = [f"{name}={d:.3f}" for name, d in zip(names, distances.tolist(), strict=True) if d > max_divergence]
-    if over:
+    failing = np.flatnonzero(distances > max_divergence)
+    if failing.size:
+        over = ", ".join(f"{names[i]}={distances[i]:.3f}" for i in failing)
+        advice = "check those backends or the circuit, or raise max_divergence"
+        outcomes, shots = table.ids.size, int(table.shots[failing].min())
+        noise_floor = math.sqrt((outcomes - 1) / (8 * shots))
+        if noise_floor > 0.5 * max_divergence:  # the distances may be mostly shot noise
+            advice = (
+                f"with {outcomes} outcomes and {shots} shots, shot noise alone puts a result about "
+                f"{min(noise_floor, 1.0):.2f} from the true distribution: run more shots, or raise max_divergence"
+            )
         raise errors.AggregationFailed(
             f"results too divergent for {method}: Hellinger distance from the aggregate above max_divergence="
-            f"{max_divergence:g} for {', '.join(over)} (all: {listed}); check those backends or the circuit, or "
-            "raise max_divergence",
+            f"{max_divergence:g} for {over} (all: {listed}); {advice}",
             distances=listed,
             max_divergence=max_divergence,
         )

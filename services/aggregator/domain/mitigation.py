@@ -52,11 +52,23 @@ def assignment_matrices(backend: str, readout_errors: Sequence[Sequence[float]],
     return np.stack([np.stack([1 - e0, e1], axis=-1), np.stack([e0, 1 - e1], axis=-1)], axis=1)
 
 
-def mitigate(bits: np.ndarray, probabilities: np.ndarray, matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mitigate(
+    backend: str, bits: np.ndarray, probabilities: np.ndarray, matrices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(bits, probabilities) of the mitigated distribution: outcomes with a positive probability only."""
     width = bits.shape[1]
     dense = width <= DENSE_MAX_BITS
-    estimate = (_tensored_inverse if dense else _subspace_solve)(bits, probabilities, matrices)
+    if dense:
+        estimate = _tensored_inverse(bits, probabilities, matrices)
+    else:
+        if bits.shape[0] > SUBSPACE_MAX_OUTCOMES:
+            raise errors.InvalidArgument(
+                f"result {backend!r}: mitigation of more than {DENSE_MAX_BITS} bits handles at most "
+                f"{SUBSPACE_MAX_OUTCOMES} distinct outcomes per result and this one has {bits.shape[0]}; aggregate "
+                "without mitigate, or send fewer bits",
+                backend=backend,
+            )
+        estimate = _subspace_solve(bits, probabilities, matrices)
     estimate[estimate < _NOISE] = 0.0
     keep = np.flatnonzero(estimate)
     kept_bits = bits_of_ids(keep.astype(np.int64), width) if dense else bits[keep]
@@ -81,11 +93,6 @@ def _subspace_solve(bits: np.ndarray, probabilities: np.ndarray, matrices: np.nd
     """M3 (Nation et al., PRX Quantum 2, 040326): the assignment matrix restricted to the observed outcomes,
     columns renormalised to 1, solved directly."""
     outcomes, width = bits.shape
-    if outcomes > SUBSPACE_MAX_OUTCOMES:
-        raise errors.InvalidArgument(
-            f"mitigation of more than {DENSE_MAX_BITS} bits handles at most {SUBSPACE_MAX_OUTCOMES} distinct "
-            f"outcomes per result and this one has {outcomes}; aggregate without mitigate, or mitigate fewer bits"
-        )
     reduced = np.ones((outcomes, outcomes))
     for bit in range(width):
         column = bits[:, width - 1 - bit].astype(np.intp)

@@ -203,3 +203,19 @@ def test_the_catalogue_describes_the_maths_and_parameters():
         assert "confidence = A * (1 - eps)" in info.description
         assert {name for name, _, _ in info.parameters} >= {"counts", "shots", "max_divergence", "mitigate"}
     assert "fidelity" in {name for name, _, _ in METHODS["weighted_average"].parameters}
+
+
+def test_a_failure_caused_by_too_few_shots_says_so():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    truth = rng.dirichlet(np.ones(1 << 12))
+    keys = [format(i, "012b") for i in range(1 << 12)]
+    found = [
+        BackendCounts(f"b{i}", {keys[j]: int(c) for j, c in enumerate(rng.multinomial(1024, truth)) if c})
+        for i in range(3)
+    ]
+    with pytest.raises(errors.AggregationFailed) as failure:
+        aggregate(found)
+    assert "shot noise alone puts a result about" in failure.value.message
+    assert "run more shots" in failure.value.message

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qnet_common import errors
 from services.aggregator.domain.aggregation import BackendCounts, aggregate, hellinger_distance
 from services.aggregator.domain.distributions import largest_remainder
 
@@ -88,3 +89,11 @@ def test_wide_registers_use_the_observed_subspace():
         counts[key] = round(1e6 * e0 * (1 - e0) ** (width - 1))
     aggregation = aggregate([BackendCounts("wide", counts, readout_errors=readout_errors)], mitigate=True)
     assert aggregation.probabilities[zeros] == pytest.approx(1.0, abs=0.01)
+
+
+def test_wide_registers_with_too_many_outcomes_are_refused_with_the_limit():
+    width = 21
+    counts = {format(i, f"0{width}b"): 1 for i in range(2049)}
+    with pytest.raises(errors.InvalidArgument) as failure:
+        aggregate([BackendCounts("wide", counts, readout_errors=[(0.01, 0.01)] * width)], mitigate=True)
+    assert "result 'wide': mitigation of more than 20 bits handles at most 2048 distinct outcomes" in str(failure.value)

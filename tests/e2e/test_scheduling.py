@@ -1,0 +1,102 @@
+"""The strategies, retries, failover, cancellation, batches and quotas, through Envoy as a client sees them."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.e2e.conftest import SLOW_DEVICE, UNREACHABLE_DEVICE
+from tests.e2e.test_slice import BELL
+
+
+def execute(mesh, **body):  # noqa: ANN001, ANN003
+    reply = mesh.request("POST", "/execute", {"qasm": BELL, "shots": 256, **body})
+    assert reply.status == 200, reply.body
+    return reply.body["data"]
+
+
+def test_best_fidelity_picks_the_highest_circuit_specific_success_probability(mesh):
+    job = execute(mesh, backends=["ibm_brisbane", "rigetti_aspen"], strategy="best_fidelity")
+    scores = {s["backend"]: s["score"] for s in job["selection"]["scores"]}
+    assert job["backend"] == max(scores, key=scores.get)
+    assert all(0 < s < 1 for s in scores.values())  # noisy devices: below 1, from their calibration
+
+
+def test_cost_optimized_picks_the_cheapest_and_says_what_it_compared(mesh):
+    job = execute(mesh, backends=["ionq_aria", "ibm_brisbane"], strategy="cost_optimized")
+    scores = {s["backend"]: s["score"] for s in job["selection"]["scores"]}
+    # Aria: $0.30 + 256 x $0.03 = $7.98; IBM: $1.60/s for a little over 2 s of usage.
+    assert job["backend"] == "ibm_brisbane" and job["selection"]["metric"] == "estimated_cost_usd"
+    assert abs(scores["ionq_aria"] - (0.30 + 256 * 0.03)) < 1e-6 and 3.2 < scores["ibm_brisbane"] < 4
+
+
+def test_round_robin_alternates_over_successive_jobs(mesh):
+    picks = [execute(mesh, backends=["ionq_simulator", "ibm_brisbane"], strategy="round_robin")["backend"]
+             for _ in range(4)]
+    assert picks[0] != picks[1] and picks[0] == picks[2] and picks[1] == picks[3]
+
+
+def test_ordered_fails_over_after_retrying_an_unreachable_backend(mesh):
+    job = execute(mesh, backends=[UNREACHABLE_DEVICE, "ionq_simulator"], strategy="ordered")
+    assert job["status"] == "completed" and job["backend"] == "ionq_simulator"
+    first, second = job["results"]
+    assert first["backend"] == UNREACHABLE_DEVICE and first["status"] == "failed"
+    assert first["attempts"] == 3 and first["error"]["code"] == "BACKEND_UNAVAILABLE"
+    assert second["status"] == "completed" and second["attempts"] == 1
+
+
+def test_all_runs_concurrently_and_aggregates(mesh):
+    listed = ["ionq_simulator", "ibm_brisbane", SLOW_DEVICE]
+    job = execute(mesh, backends=listed, strategy="all", aggregate=True, aggregation_method="median", shots=1024)
+    assert job["status"] == "completed"
+    assert [r["backend"] for r in job["results"]] == listed
+    assert all(sum(r["counts"].values()) == 1024 for r in job["results"])
+    assert sum(job["aggregated_counts"].values()) == 1024
+    assert 0 < job["aggregation_confidence"] <= 1 and job["aggregation_method"] == "median"
+    slowest = max(r["execution_time_s"] for r in job["results"])
+    assert job["execution_time_s"] == slowest  # concurrent: the wall time is the slowest, not the sum
+
+
+def test_cancelling_a_running_job_stops_it_and_it_stays_cancelled(mesh):
+    job = execute(mesh, backends=[SLOW_DEVICE], return_immediately=True)
+    assert job["status"] in ("queued", "running")
+    time.sleep(0.5)
+    cancelled = mesh.request("DELETE", f"/execute/{job['job_id']}")
+    assert cancelled.status == 200 and cancelled.body["data"]["status"] == "cancelled"
+    time.sleep(3.5)  # longer than the slow task: its result must not be recorded
+    after = mesh.request("GET", f"/execute/{job['job_id']}").body["data"]
+    assert after["status"] == "cancelled" and after["counts"] == {}
+    queue = mesh.request("GET", f"/backends/{SLOW_DEVICE}/queue").body["data"]
+    assert all(not t["task_id"].startswith(job["job_id"]) for t in queue["tasks"])
+
+
+def test_a_batch_reports_each_circuit_and_a_bad_one_alone(mesh):
+    reply = mesh.request("POST", "/execute/batch", {
+        "circuits": [{"qasm": BELL}, {"qasm": "OPENQASM 2.0;\nqreg q[1];\nbogus q[0];"}, {"qasm": BELL, "shots": 8}],
+        "backends": ["ionq_simulator"], "shots": 64,
+    })
+    assert reply.status == 200, reply.body
+    batch = reply.body["data"]
+    assert batch["batch_id"].startswith("net_batch_") and len(batch["jobs"]) == 3
+    bad = batch["jobs"][1]
+    assert bad["status"] == "failed" and bad["error"]["code"] == "INVALID_QASM" and "line 3" in bad["error"]["message"]
+    deadline = time.monotonic() + 60
+    while True:
+        state = mesh.request("GET", f"/execute/batch/{batch['batch_id']}").body["data"]
+        if state["status"] in ("completed", "failed"):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert state["status"] == "failed"  # one circuit failed; the others completed
+    assert [j["status"] for j in state["jobs"]] == ["completed", "failed", "completed"]
+    assert sum(state["jobs"][2]["counts"].values()) == 8 and sum(state["jobs"][0]["counts"].values()) == 64
+
+
+def test_fifty_concurrent_submissions_never_overspend_a_quota(mesh):
+    key = mesh.create_key("budget", shots_per_day=10 * 32)
+    body = {"qasm": BELL, "backends": ["ionq_simulator"], "shots": 32, "return_immediately": True}
+    with ThreadPoolExecutor(25) as pool:
+        replies = list(pool.map(lambda _: mesh.request("POST", "/execute", body, key=key), range(50)))
+    statuses = sorted(r.status for r in replies)
+    assert statuses.count(200) == 10 and statuses.count(403) == 40
+    assert {r.body["error"]["code"] for r in replies if r.status == 403} == {"QUOTA_EXCEEDED"}
