@@ -10,7 +10,7 @@ GEN        := gen
 PROTO_SRC  := $(shell find protos -name '*.proto')
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help setup protos run test test-unit test-integration test-e2e lint bench api-key clean
+.PHONY: help setup protos run test test-unit test-integration test-e2e test-tools lint bench api-key clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,8 +45,16 @@ test-unit: setup ## Unit tests: domain and servicers, no sockets
 test-integration: setup ## Integration tests: real aio servers on port 0, real SQLite and PostgreSQL
 	$(PY) -m pytest -q tests/integration
 
-test-e2e: setup ## End-to-end tests: the real mesh behind real Envoy, as an HTTP and WebSocket client
+test-e2e: setup test-tools ## End-to-end tests: the real mesh behind real Envoy, as an HTTP and WebSocket client
 	$(PY) -m pytest -q tests/e2e
+
+# Real peers the end-to-end tests drive: Prometheus (Debian's package) and Node's `ws` client (npm).
+test-tools:
+	@command -v prometheus >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
+		echo "prometheus not installed: its test will be skipped"
+	@[ -d tests/e2e/node/node_modules/ws ] || { command -v npm >/dev/null && \
+		npm install --silent --prefix tests/e2e/node >/dev/null; } || echo "npm not available: the Node test will be skipped"
 
 test: lint test-unit test-integration test-e2e ## Every tier
 

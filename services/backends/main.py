@@ -16,6 +16,7 @@ from qnet.backends.v1 import (
 from qnet_common.db import Database
 from qnet_common.grpcserver import serve
 from qnet_common.settings import Settings
+from services.backends import metrics
 from services.backends.adapters.registry import build_devices
 from services.backends.adapters.status_store import StatusStore
 from services.backends.api.servicers import BackendServicer, DeviceServicer
@@ -44,6 +45,7 @@ class BackendsComponent:
                 self._statuses.save(device_id, status)
 
     def register(self, server) -> None:  # noqa: ANN001
+        metrics.watch(self.fleet)
         backend_service_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(self.fleet), server)
         device_service_pb2_grpc.add_DeviceServiceServicer_to_server(
             DeviceServicer(self.fleet, self._executor), server

@@ -44,6 +44,7 @@ class RunningMesh:
     process: subprocess.Popen
     lines: list[str]
     addresses: dict[str, str]
+    metrics: dict[str, str] = field(default_factory=dict)
 
     def request(self, method: str, path: str, body: object = None, *, key: str | None = DEV_KEY,
                 raw: bytes | None = None, headers: dict | None = None, timeout: float = 120) -> Reply:
@@ -107,8 +108,10 @@ def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None) 
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError("mesh did not start:\n" + (data_dir / "mesh.log").read_text()[-5000:])
-    addresses = dict(re.findall(r"(\w+)=(\d+\.\d+\.\d+\.\d+:\d+)", found["rest"].split("metrics:")[0]))
-    return RunningMesh(found["url"], found["admin"], data_dir, process, lines, addresses)
+    services, _, metrics = found["rest"].partition("metrics:")
+    address = r"(\w+)=(\d+\.\d+\.\d+\.\d+:\d+)"
+    return RunningMesh(found["url"], found["admin"], data_dir, process, lines, dict(re.findall(address, services)),
+                       dict(re.findall(address, metrics)))
 
 
 def stop_mesh(mesh: RunningMesh) -> int:

@@ -12,6 +12,7 @@ from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
 from qnet_common import errors
 from qnet_common.grpcserver import current_caller
+from services.backends import metrics
 from services.backends.api import convert
 from services.backends.domain.fleet import Fleet
 
@@ -68,10 +69,17 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
 
     async def RunCircuit(self, request, context):  # noqa: ANN001, N802
         self._internal_only()
-        run = await self._fleet.run(
-            request.device_id, request.qasm, request.shots, request.task_id or f"task_{id(request)}",
-            request.seed or None,
-        )
+        try:
+            run = await self._fleet.run(
+                request.device_id, request.qasm, request.shots, request.task_id or f"task_{id(request)}",
+                request.seed or None,
+            )
+        except errors.QnetError as error:
+            metrics.TASKS.labels(request.device_id, error.code).inc()
+            raise
+        metrics.TASKS.labels(request.device_id, "OK").inc()
+        metrics.EXECUTION_SECONDS.labels(request.device_id).observe(run.execution_time_s)
+        metrics.QUEUE_SECONDS.labels(request.device_id).observe(run.queue_time_s)
         return ds.RunCircuitResponse(
             counts=run.result.counts,
             queue_time_s=run.queue_time_s,

@@ -44,7 +44,7 @@ class Engine:
 
     def __init__(
         self, store: Any, devices: Devices, aggregator: Aggregator, *, workers: int = 8, lease_s: float = 30.0,
-        on_job: Callable[[str, str, str], None] | None = None,
+        on_job: Callable[[str, str, str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.devices = devices
@@ -56,7 +56,7 @@ class Engine:
         self._stopping = False
         self._loops: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}
-        self._on_job = on_job or (lambda job_id, status, backend: None)
+        self._on_job = on_job or (lambda job_id, status, backend, age_s: None)
 
     # --- use cases ---------------------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ class Engine:
             )
         stored, created = await asyncio.to_thread(self.store.insert, job, request_id)
         if created:
-            self._on_job(stored.job_id, QUEUED, "")
+            self._on_job(stored.job_id, QUEUED, "", 0.0)
             self._wake.set()
         return stored
 
@@ -135,7 +135,7 @@ class Engine:
         task = self._running.get(job_id)
         if task is not None:
             task.cancel()
-        self._on_job(job_id, CANCELLED, "")
+        self._on_job(job_id, CANCELLED, "", time.time() - job.created_at)
         return job
 
     # --- workers -----------------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ class Engine:
     async def _run_claimed(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job))
         self._running[job.job_id] = task
-        self._on_job(job.job_id, RUNNING, "")
+        self._on_job(job.job_id, RUNNING, "", time.time() - job.created_at)
         heartbeat = asyncio.create_task(self._heartbeat(job.job_id, task))
         try:
             outcome = await task
@@ -187,7 +187,7 @@ class Engine:
             self._running.pop(job.job_id, None)
         written = await asyncio.to_thread(self.store.finish, job.job_id, self.worker_id, outcome)
         if written:
-            self._on_job(job.job_id, outcome.status, outcome.backend)
+            self._on_job(job.job_id, outcome.status, outcome.backend, time.time() - job.created_at)
         log.info("job=%s status=%s backend=%s written=%s", job.job_id, outcome.status, outcome.backend, written)
 
     async def _heartbeat(self, job_id: str, task: asyncio.Task) -> None:
