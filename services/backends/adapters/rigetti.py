@@ -2,11 +2,11 @@
 
 80 qubits in Aspen's octagonal lattice (two rows of five octagons, neighbouring octagons joined by two
 couplers), native RX(±pi/2), RZ and CZ. Circuits are routed on the lattice and compiled to the natives here
-(quilc, Rigetti's compiler, is a separate server not available offline), then evolved once with pyQuil's
-reference density-matrix simulator with noise from the calibration after every gate (depolarizing from the
+(quilc, Rigetti's compiler, is a separate server not available offline), then evolved once, as a density
+matrix, with pyQuil's gate matrices and noise from the calibration after every gate (depolarizing from the
 gate error, amplitude damping and dephasing over the gate's duration from T1/T2, `pyquil.noise`), and the
 shots are sampled from the final distribution through each qubit's readout assignment matrix
-(`pyquil.noise.corrupt_bitstring_probs`). Above 8 active qubits the state is evolved as a wavefunction and
+(`pyquil.noise.corrupt_bitstring_probs`). Above 6 active qubits the state is evolved as a wavefunction and
 the gate noise applied as a global depolarizing mixture (documented approximation).
 
 Calibration: per-qubit figures spread around Aspen-M-3's published medians (Rigetti / Amazon Braket device
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from services.backends.domain.circuit import Circuit, Op
-from services.backends.domain.compile import rigetti_natives, route, stats
+from services.backends.domain.compile import ROUTE_SWAP, rigetti_natives, route, stats
 from services.backends.domain.device import (
     Assessment,
     Calibration,
@@ -52,7 +52,7 @@ RX_NS, CZ_NS, READOUT_NS = 40.0, 180.0, 2000.0
 MEDIAN_1Q_ERROR, MEDIAN_CZ_ERROR, MEDIAN_READOUT_ERROR = 0.003, 0.055, 0.05
 MEDIAN_T1_US, MEDIAN_T2_US = 30.0, 20.0
 #: Density matrices grow as 4^n: beyond this many active qubits the wavefunction path is used.
-MAX_DENSITY_QUBITS = 8
+MAX_DENSITY_QUBITS = 6
 
 
 def aspen_lattice() -> tuple[tuple[int, int], ...]:
@@ -104,8 +104,9 @@ class RigettiAspen(Device):
     def __init__(self) -> None:
         # pyQuil 4 marks its reference simulators and Kraus noise deprecated in favour of v5's; they are the
         # documented offline simulators of v4, which is what this adapter pins.
-        warnings.filterwarnings("ignore", module="pyquil")
-        warnings.filterwarnings("ignore", message=".*deprecated.*", category=DeprecationWarning)
+        from pyquil._deprecation import PyQuilDeprecationWarning
+
+        warnings.filterwarnings("ignore", category=PyQuilDeprecationWarning)
         self.spec = _spec()
         self._qubits = {q.qubit: q for q in self.spec.calibration.qubits}
         # Route onto the best-read qubits first.
@@ -115,72 +116,88 @@ class RigettiAspen(Device):
 
             self._qc = get_qc("Aspen-M-3")
 
-    def _compile(self, qasm: str, shots: int) -> tuple[Circuit, list[Op], dict[int, int]]:
+    def _compile(
+        self, qasm: str, shots: int
+    ) -> tuple[Circuit, list[Op], dict[int, int], list[Op], dict[int, int]]:
+        """(circuit, natives on physical qubits, clbit -> physical qubit, natives on logical qubits, final
+        logical -> physical layout)."""
         circuit = checked(qasm, shots, self.spec, terminal_only=True)
-        routed, _ = route(list(circuit.ops), circuit.num_qubits, self.spec.coupling_map, self.spec.num_qubits,
-                          self._preferred)
+        routed, layout, logical = route(list(circuit.ops), circuit.num_qubits, self.spec.coupling_map,
+                                        self.spec.num_qubits, self._preferred)
         measured = {op.clbits[0]: op.qubits[0] for op in routed if op.name == "measure"}
         natives = rigetti_natives([op for op in routed if op.name != "measure"])
-        return circuit, natives, measured
+        logical_natives = rigetti_natives([op for op in logical if op.name != "measure"])
+        return circuit, natives, measured, logical_natives, layout
 
     def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
-        circuit, natives, measured = self._compile(qasm, shots)
+        circuit, natives, _, logical_natives, layout = self._compile(qasm, shots)
         depth, two_q = stats(natives)
         started = time.perf_counter()
         rng = np.random.default_rng(seed)
-        active = sorted({q for op in natives for q in op.qubits} | set(measured.values()))
+        measured = circuit.measured  # clbit -> logical qubit
         if not measured:
             counts = {"0" * circuit.num_clbits: shots}
         else:
-            probabilities = self._distribution(natives, active)
+            # Simulated on the logical qubits: the router's SWAPs only move states between physical qubits.
+            active = sorted({q for op in logical_natives for q in op.qubits} | set(measured.values()))
+            probabilities = self._distribution(logical_natives, active, layout)
             counts = self._sample(probabilities, active, measured, circuit.num_clbits, shots, rng)
         return RunResult(counts, shots, depth, two_q, time.perf_counter() - started)
 
-    def _distribution(self, natives: list[Op], active: list[int]) -> np.ndarray:
-        """Outcome probabilities over the active qubits (index bit i = active[i]), readout errors included."""
-        from pyquil.gates import CZ, RX, RZ
+    def _two_qubit_error(self, a: int, b: int) -> tuple[float, float]:
+        error, duration = gate_error(self.spec.calibration, "cz", (a, b))
+        return (error, duration) if duration else (MEDIAN_CZ_ERROR, CZ_NS)
+
+    def _distribution(self, natives: list[Op], active: list[int], layout: dict[int, int]) -> np.ndarray:
+        """Outcome probabilities over the active logical qubits (index bit i = active[i]), with the noise of
+        the physical qubits they occupy and the readout errors included.
+
+        Gates and Kraus maps are pyQuil's own (`pyquil.simulation.matrices`, `pyquil.noise`); they are applied
+        with tensor contractions on the touched axes instead of pyQuil's reference simulators, which lift every
+        gate to a dense 2^n x 2^n matrix (minutes for a 10-qubit QASMBench circuit; see bench/).
+        """
         from pyquil.noise import corrupt_bitstring_probs, damping_after_dephasing
-        from pyquil.simulation import ReferenceDensitySimulator, ReferenceWavefunctionSimulator
-        from pyquil.simulation.tools import lifted_gate_matrix
+        from pyquil.simulation import matrices
+        from pyquil.simulation._reference import KRAUS_OPS
 
         index = {q: i for i, q in enumerate(active)}
         n = len(active)
-        dense = n <= MAX_DENSITY_QUBITS
-        sim = ReferenceDensitySimulator(n) if dense else ReferenceWavefunctionSimulator(n)
+        state = _State(n, dense=n <= MAX_DENSITY_QUBITS)
+        cz = np.asarray(matrices.QUANTUM_GATES["CZ"], dtype=complex).reshape(2, 2, 2, 2)
         survival = 1.0
         for op in natives:
             targets = [index[q] for q in op.qubits]
+            physical = [layout[q] for q in op.qubits]
             if op.name == "rz":
-                sim.do_gate(RZ(op.params[0], targets[0]))
+                state.apply(np.asarray(matrices.QUANTUM_GATES["RZ"](op.params[0])), targets)
                 continue
-            sim.do_gate(RX(op.params[0], targets[0]) if op.name == "rx" else CZ(*targets))
-            error, duration_ns = gate_error(self.spec.calibration, op.name, op.qubits)
-            if not dense:
+            if op.name == ROUTE_SWAP:
+                one_cz, one_ns = self._two_qubit_error(*physical) if len(physical) == 2 else (MEDIAN_CZ_ERROR, CZ_NS)
+                error, duration_ns = 1 - (1 - one_cz) ** 3, 3 * one_ns
+            elif op.name == "rx":
+                state.apply(np.asarray(matrices.QUANTUM_GATES["RX"](op.params[0])), targets)
+                error, duration_ns = gate_error(self.spec.calibration, "rx", tuple(physical))
+            else:
+                state.apply(cz, targets)
+                error, duration_ns = self._two_qubit_error(*physical)
+            if not state.dense:
                 survival *= 1.0 - error
                 continue
             # Depolarizing with average infidelity `error` (shared by the gate's qubits), then relaxation.
             p = min(0.75, 1.5 * error / len(targets))
-            if p > 1e-12:
-                sim.do_post_gate_noise("depolarizing", p, targets)
-            for q, t in zip(op.qubits, targets, strict=True):
+            for q, t in zip(physical, targets, strict=True):
+                if p > 1e-12:
+                    state.channel(KRAUS_OPS["depolarizing"](p=p), t)
                 cal = self._qubits[q]
-                kraus = damping_after_dephasing(cal.t1_us * 1e-6, cal.t2_us * 1e-6, duration_ns * 1e-9)
-                lifted = [lifted_gate_matrix(k, [t], n) for k in kraus]
-                sim.density = sum(k @ sim.density @ k.conj().T for k in lifted)
-        if dense:
-            probs = np.clip(np.real(np.diag(sim.density)), 0.0, None)
-        else:
-            ideal = np.abs(sim.wf) ** 2
-            probs = survival * ideal + (1.0 - survival) / ideal.size
-        probs = probs / probs.sum()
-        # pyQuil orders basis states with qubit 0 least significant; corrupt_bitstring_probs wants axis i = qubit i.
-        tensor = probs.reshape((2,) * n).transpose(list(reversed(range(n))))
-        matrices = [
-            np.array([[1 - self._qubits[q].prob_meas1_prep0, self._qubits[q].prob_meas0_prep1],
-                      [self._qubits[q].prob_meas1_prep0, 1 - self._qubits[q].prob_meas0_prep1]])
-            for q in active
-        ]
-        noisy = corrupt_bitstring_probs(tensor, matrices)
+                state.channel(damping_after_dephasing(cal.t1_us * 1e-6, cal.t2_us * 1e-6, duration_ns * 1e-9), t)
+        probs = state.probabilities()  # axis i = qubit i, as corrupt_bitstring_probs wants
+        if not state.dense:
+            probs = survival * probs + (1.0 - survival) / probs.size
+        readout = [self._qubits[layout[q]] for q in active]
+        matrices_ro = [np.array([[1 - r.prob_meas1_prep0, r.prob_meas0_prep1],
+                                 [r.prob_meas1_prep0, 1 - r.prob_meas0_prep1]]) for r in readout]
+        noisy = corrupt_bitstring_probs(probs / probs.sum(), matrices_ro)
+        # Flatten with qubit 0 as the least significant bit of the index.
         return np.clip(noisy.transpose(list(reversed(range(n)))).reshape(-1), 0.0, None)
 
     @staticmethod
@@ -198,11 +215,50 @@ class RigettiAspen(Device):
         return counts
 
     def assess(self, qasm: str, shots: int) -> Assessment:
-        _, natives, measured = self._compile(qasm, shots)
+        _, natives, measured, _, _ = self._compile(qasm, shots)
         depth, two_q = stats(natives)
         shot_s = circuit_duration_s(natives, self.spec.calibration) + READOUT_NS * 1e-9
         seconds = estimated_execution_s(shots, shot_s, 100e-6, 1.0)
         return Assessment(depth, two_q, seconds, success_probability(natives, self.spec.calibration, measured))
+
+
+class _State:
+    """A state vector, or a density matrix when noise channels are simulated exactly, with axis i = qubit i."""
+
+    def __init__(self, n: int, *, dense: bool) -> None:
+        self.n = n
+        self.dense = dense
+        shape = (2,) * (2 * n if dense else n)
+        self.data = np.zeros(shape, dtype=complex)
+        self.data[(0,) * len(shape)] = 1.0
+
+    def _contract(self, matrix: np.ndarray, axes: list[int]) -> None:
+        k = len(axes)
+        tensor = matrix.reshape((2,) * (2 * k))
+        moved = np.tensordot(tensor, self.data, axes=(list(range(k, 2 * k)), axes))
+        self.data = np.moveaxis(moved, list(range(k)), axes)
+
+    def apply(self, gate: np.ndarray, targets: list[int]) -> None:
+        gate = gate.reshape(2 ** len(targets), 2 ** len(targets))
+        self._contract(gate, targets)
+        if self.dense:  # rho -> U rho U^dagger: the column axes take the conjugate
+            self._contract(gate.conj(), [self.n + t for t in targets])
+
+    def channel(self, kraus: list[np.ndarray], target: int) -> None:
+        before = self.data
+        total = np.zeros_like(before)
+        for k in kraus:
+            self.data = before
+            self.apply(np.asarray(k, dtype=complex), [target])
+            total += self.data
+        self.data = total
+
+    def probabilities(self) -> np.ndarray:
+        if not self.dense:
+            return np.abs(self.data) ** 2
+        size = 2**self.n
+        diagonal = np.real(np.diagonal(self.data.reshape(size, size)))
+        return np.clip(diagonal, 0.0, None).reshape((2,) * self.n)
 
 
 def devices(ids: Iterable[str]) -> dict[str, Device]:

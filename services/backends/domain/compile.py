@@ -80,7 +80,7 @@ def to_basis(ops: Iterable[Op]) -> list[Op]:
     out: list[Op] = []
     for op in ops:
         name, q, p = op.name, op.qubits, op.params
-        if len(q) == 1 or name in ("cx", "cz", "measure", "reset"):
+        if len(q) == 1 and name != ROUTE_SWAP or name in ("cx", "cz", "measure", "reset", ROUTE_SWAP):
             out.append(op)
             continue
         seq: list[tuple[str, tuple[int, ...], tuple[float, ...]]]
@@ -123,15 +123,21 @@ def to_basis(ops: Iterable[Op]) -> list[Op]:
     return out
 
 
+#: A SWAP the router inserted, in logical terms: it moves states between physical qubits, so a simulation on
+#: logical qubits only relabels them; it costs the noise of three two-qubit gates on the qubits it moves.
+ROUTE_SWAP = "route_swap"
+
+
 def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]] | None,
-          device_qubits: int, preferred: Sequence[int] = ()) -> tuple[list[Op], dict[int, int]]:
+          device_qubits: int, preferred: Sequence[int] = ()) -> tuple[list[Op], dict[int, int], list[Op]]:
     """Places logical qubits on a connected set of physical qubits and inserts SWAPs for distant pairs.
 
-    Returns the ops on physical qubits and the final logical -> physical layout (measurements follow it).
+    Returns the ops on physical qubits, the final logical -> physical layout (measurements follow it), and the
+    same ops on logical qubits with each inserted SWAP as a ROUTE_SWAP marker on the logical qubits it moved.
     With `coupling` None (all-to-all) the layout is the identity.
     """
     if coupling is None:
-        return list(ops), {q: q for q in range(num_qubits)}
+        return list(ops), {q: q for q in range(num_qubits)}, list(ops)
     neighbours: dict[int, set[int]] = {q: set() for q in range(device_qubits)}
     for a, b in coupling:
         neighbours[a].add(b)
@@ -139,6 +145,7 @@ def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]
     layout = _initial_layout(ops, num_qubits, neighbours, preferred)
     where = {physical: logical for logical, physical in layout.items()}
     out: list[Op] = []
+    logical_ops: list[Op] = []
     for op in ops:
         if len(op.qubits) == 2:
             a, b = (layout[q] for q in op.qubits)
@@ -147,6 +154,7 @@ def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]
                 for hop in path[1:-1]:  # move the first qubit next to the second
                     out.append(Op("swap", (a, hop)))
                     la, lh = where.get(a), where.get(hop)
+                    logical_ops.append(Op(ROUTE_SWAP, tuple(q for q in (la, lh) if q is not None)))
                     if la is not None:
                         layout[la] = hop
                     if lh is not None:
@@ -154,7 +162,8 @@ def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]
                     where[a], where[hop] = lh, la
                     a = hop
         out.append(Op(op.name, tuple(layout[q] for q in op.qubits), op.params, op.clbits, op.condition))
-    return out, layout
+        logical_ops.append(op)
+    return out, layout, logical_ops
 
 
 def _initial_layout(ops: Sequence[Op], num_qubits: int, neighbours: dict[int, set[int]],
@@ -231,7 +240,7 @@ def merge_one_qubit(ops: Sequence[Op]) -> list[tuple[str, tuple[int, ...], objec
                 out.append(("u", (q,), pending.pop(q)))
 
     for op in ops:
-        if len(op.qubits) == 1 and op.name not in ("measure", "reset") and op.condition is None:
+        if len(op.qubits) == 1 and op.name not in ("measure", "reset", ROUTE_SWAP) and op.condition is None:
             q = op.qubits[0]
             pending[q] = one_qubit_matrix(op) @ pending.get(q, _I)
             continue

@@ -1,0 +1,152 @@
+"""Every device on its vendor's SDK: bit order, noise from calibration, compilation figures, documented 400s."""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+
+import pytest
+
+from qnet_common import errors
+from services.aggregator.domain.aggregation import hellinger_fidelity
+from services.backends.adapters.registry import DEVICE_IDS, build_devices
+
+QASMBENCH = pathlib.Path(__file__).resolve().parents[4] / "shared" / "qasmbench" / "small"
+NOISY = ("ionq_aria", "ibm_brisbane", "ibm_torino", "rigetti_aspen")
+IDEAL = ("local_simulator", "ionq_simulator")
+GHZ5 = """OPENQASM 2.0;
+include "qelib1.inc";
+qreg q[5];
+creg c[5];
+h q[0];
+cx q[0],q[1];
+cx q[1],q[2];
+cx q[2],q[3];
+cx q[3],q[4];
+measure q -> c;
+"""
+
+
+@functools.cache
+def device(device_id: str):  # noqa: ANN201
+    return build_devices([device_id])[device_id]
+
+
+@pytest.mark.parametrize("device_id", DEVICE_IDS)
+def test_bit_order_is_openqasms_on_every_device(device_id):
+    counts = device(device_id).run(
+        'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; x q[0]; measure q -> c;', 400, seed=5
+    ).counts
+    assert max(counts, key=counts.get) == "01"
+    assert counts["01"] >= 300
+
+
+@pytest.mark.parametrize("device_id", DEVICE_IDS)
+def test_several_registers_flatten_in_declaration_order(device_id):
+    qasm = """OPENQASM 2.0; include "qelib1.inc";
+    qreg a[1]; qreg b[2]; creg m[1]; creg n[2];
+    x b[1];
+    measure a[0] -> m[0]; measure b[0] -> n[0]; measure b[1] -> n[1];"""
+    counts = device(device_id).run(qasm, 300, seed=3).counts
+    assert max(counts, key=counts.get) == "100"  # n[1] is classical bit 2: leftmost
+
+
+@pytest.mark.parametrize("device_id", IDEAL)
+def test_ghz_on_an_ideal_device_matches_the_ideal_distribution(device_id):
+    counts = device(device_id).run(GHZ5, 4000, seed=7).counts
+    assert hellinger_fidelity(counts, {"00000": 0.5, "11111": 0.5}) >= 0.97
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device_id", NOISY)
+def test_ghz_on_a_noisy_device_shows_its_calibrated_noise(device_id):
+    result = device(device_id).run(GHZ5, 4000, seed=7)
+    fidelity = hellinger_fidelity(result.counts, {"00000": 0.5, "11111": 0.5})
+    assert 0.5 < fidelity < 0.999, fidelity
+    assert sum(result.counts.values()) == 4000
+
+
+@pytest.mark.parametrize("device_id", DEVICE_IDS)
+def test_compiled_figures_and_success_probability(device_id):
+    assessment = device(device_id).assess(GHZ5, 1000)
+    assert assessment.two_qubit_gates >= 4 and assessment.compiled_depth >= 5
+    if device_id in IDEAL:
+        assert assessment.estimated_success_probability == 1.0
+    else:
+        assert 0.0 < assessment.estimated_success_probability < 1.0
+
+
+def test_routing_on_sparse_lattices_adds_swaps_for_distant_pairs():
+    star = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[5]; creg c[5]; h q[0];' + "".join(
+        f"cx q[0],q[{i}];" for i in range(1, 5)) + "measure q -> c;"
+    rigetti = device("rigetti_aspen").assess(star, 100)
+    ionq = device("ionq_simulator").assess(star, 100)
+    assert ionq.two_qubit_gates == 4  # all-to-all: no routing
+    assert rigetti.two_qubit_gates > 4  # degree-2 lattice: a qubit cannot touch four others directly
+
+
+def test_custom_gates_and_openqasm_3():
+    qasm3 = """OPENQASM 3.0;
+    include "stdgates.inc";
+    gate bell a, b { h a; cx a, b; }
+    qubit[2] q;
+    bit[2] c;
+    bell q[0], q[1];
+    c = measure q;
+    """
+    for device_id in ("local_simulator", "ionq_simulator"):
+        counts = device(device_id).run(qasm3, 1000, seed=1).counts
+        assert set(counts) == {"00", "11"}
+
+
+def test_what_qiskit_reads_more_strictly_is_still_invalid_qasm():
+    with pytest.raises(errors.InvalidQasm):  # OpenQASM 2 shares one namespace for gates and registers
+        device("local_simulator").run('OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg x[1]; measure q -> x;', 5)
+
+
+def test_a_parse_error_says_where():
+    with pytest.raises(errors.InvalidQasm) as raised:
+        device("ionq_simulator").run('OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\ncx q[0] q[1];\n', 10)
+    assert "line 4, column 9" in raised.value.message and raised.value.http_status == 400
+
+
+@pytest.mark.parametrize(("qasm", "error"), [
+    ('OPENQASM 2.0; include "qelib1.inc"; qreg q[30]; creg c[1]; h q[0]; measure q[0] -> c[0];',
+     errors.CircuitTooLarge),
+    ('OPENQASM 2.0; include "qelib1.inc"; qreg q[1]; creg c[1]; h q[0]; measure q[0] -> c[0];'
+     ' if (c == 1) x q[0];', errors.UnsupportedInstruction),
+])
+def test_what_a_device_cannot_run_is_a_documented_400(qasm, error):
+    with pytest.raises(error) as raised:
+        device("ionq_aria").run(qasm, 10)
+    assert raised.value.http_status == 400 and "ionq_aria" in raised.value.message
+
+
+def test_shots_out_of_range_are_invalid_shots():
+    with pytest.raises(errors.InvalidShots):
+        device("ionq_aria").run(GHZ5, 5001)
+    with pytest.raises(errors.InvalidShots):
+        device("local_simulator").run(GHZ5, 0)
+
+
+def test_classical_control_runs_where_supported():
+    qasm = """OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[1]; creg d[1];
+    x q[0]; measure q[0] -> c[0]; if (c == 1) x q[1]; measure q[1] -> d[0];"""
+    assert device("local_simulator").run(qasm, 100, seed=2).counts == {"11": 100}
+
+
+def qasmbench_sample() -> list[pathlib.Path]:
+    files = sorted(QASMBENCH.glob("*.qasm"))
+    return files[::5] if files else []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", qasmbench_sample(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("device_id", DEVICE_IDS)
+def test_qasmbench_circuits_run_or_fail_with_a_documented_400(device_id, path):
+    try:
+        result = device(device_id).run(path.read_text(), 64, seed=1)
+    except (errors.InvalidQasm, errors.CircuitTooLarge, errors.UnsupportedInstruction) as error:
+        assert error.http_status == 400 and len(error.message) > 20
+        return
+    assert sum(result.counts.values()) == 64 and result.compiled_depth > 0
