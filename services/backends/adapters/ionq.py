@@ -78,7 +78,7 @@ class IonQDevice(Device):
     #: braket_dm keeps a 4^n density matrix and applies every noise channel: exact noise for small circuits;
     #: larger ones run on braket_sv and get the same gate noise as a global depolarizing mixture.
     MAX_DENSITY_QUBITS = 6
-    MAX_DENSITY_OPS = 400
+    MAX_DENSITY_OPS = 80
 
     def __init__(self, spec: DeviceSpec) -> None:
         from braket.devices import LocalSimulator

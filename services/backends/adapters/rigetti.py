@@ -101,7 +101,9 @@ def _spec() -> DeviceSpec:
 
 
 class RigettiAspen(Device):
-    def __init__(self) -> None:
+    def __init__(self, *, noiseless: bool = False) -> None:
+        #: noiseless: the same compilation and sampler without noise (benchmarks compare it with PyQVM).
+        self._noiseless = noiseless
         # pyQuil 4 marks its reference simulators and Kraus noise deprecated in favour of v5's; they are the
         # documented offline simulators of v4, which is what this adapter pins.
         from pyquil._deprecation import PyQuilDeprecationWarning
@@ -180,6 +182,8 @@ class RigettiAspen(Device):
             else:
                 state.apply(cz, targets)
                 error, duration_ns = self._two_qubit_error(*physical)
+            if self._noiseless:
+                continue
             if not state.dense:
                 survival *= 1.0 - error
                 continue
@@ -196,7 +200,7 @@ class RigettiAspen(Device):
         readout = [self._qubits[layout[q]] for q in active]
         matrices_ro = [np.array([[1 - r.prob_meas1_prep0, r.prob_meas0_prep1],
                                  [r.prob_meas1_prep0, 1 - r.prob_meas0_prep1]]) for r in readout]
-        noisy = corrupt_bitstring_probs(probs / probs.sum(), matrices_ro)
+        noisy = probs / probs.sum() if self._noiseless else corrupt_bitstring_probs(probs / probs.sum(), matrices_ro)
         # Flatten with qubit 0 as the least significant bit of the index.
         return np.clip(noisy.transpose(list(reversed(range(n)))).reshape(-1), 0.0, None)
 
