@@ -1,8 +1,9 @@
-"""The WebSocket bridge: /api/v2/network/stream, fed by the scheduler's internal WatchEvents stream.
+"""The WebSocket bridge: /api/v2/network/stream, fed by the scheduler's internal event stream.
 
-Protocol (README, "WebSocket stream"): the client's first message is
-`{"api_key": "...", "subscribe": ["job_updates", "backend_status"], "since": 0}`; the bridge answers
-`{"type": "subscribed", ...}` and then sends one JSON message per event, each with its `event_id`.
+One WatchEvents stream per bridge process is fanned out to every client (each event is serialised once),
+filtered by the client's key and topics. A client that connects with `since` first replays what it missed
+from the job store's event log (ListEvents), then joins the live fan-out; event ids make the switch
+seamless: nothing is lost, nothing repeated. Protocol: README, "WebSocket stream".
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import grpc
@@ -20,7 +22,6 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from qnet_common.events import TOPICS
-from qnet_common.grpcserver import ON_BEHALF_OF
 from qnet_common.keys import ApiKeyStore
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,10 @@ MAX_BUFFER = 1000
 def message_of(event: ev.WatchEventsResponse) -> dict:
     time = datetime.fromtimestamp(event.time.ToNanoseconds() / 1e9, UTC).isoformat().replace("+00:00", "Z")
     if event.topic == "backend_status":
-        return {"type": "backend_status", "event_id": event.event_id, "id": event.backend, "status": event.status,
-                "queue_depth": event.queue_depth, "timestamp": time}
-    message = {"type": "job_update", "event_id": event.event_id, "job_id": event.job_id, "status": event.status,
-               "backend": event.backend, "timestamp": time}
+        return {"type": "backend_status", "event_id": event.event_id, "id": event.backend,
+                "status": event.status, "queue_depth": event.queue_depth, "timestamp": time}
+    message = {"type": "job_update", "event_id": event.event_id, "job_id": event.job_id,
+               "status": event.status, "backend": event.backend, "timestamp": time}
     if event.status == "completed":
         message["counts"] = dict(event.counts)
     if event.error_code:
@@ -50,10 +51,61 @@ def message_of(event: ev.WatchEventsResponse) -> dict:
     return message
 
 
+@dataclass(eq=False)
+class _Subscriber:
+    owner: str
+    topics: set[str]
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(MAX_BUFFER))
+    overflowed: bool = False
+
+    def wants(self, event: ev.WatchEventsResponse) -> bool:
+        return event.topic in self.topics and (event.topic != "job_updates" or event.owner == self.owner)
+
+    def offer(self, event_id: int, text: str) -> None:
+        try:
+            self.queue.put_nowait((event_id, text))
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class Fanout:
+    """The bridge's one live stream of events from the scheduler, offered to every subscriber."""
+
+    def __init__(self, events: ev_grpc.JobEventsServiceStub) -> None:
+        self._events = events
+        self.subscribers: set[_Subscriber] = set()
+        self._cursor = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self) -> None:
+        while True:
+            request = ev.WatchEventsRequest(since_event_id=self._cursor)  # 0: from now on; else resume
+            try:
+                async for event in self._events.WatchEvents(request):
+                    self._cursor = event.event_id
+                    text = None
+                    for subscriber in list(self.subscribers):
+                        if subscriber.wants(event):
+                            text = text or json.dumps(message_of(event))
+                            subscriber.offer(event.event_id, text)
+            except grpc.aio.AioRpcError as error:
+                log.warning("event stream broke code=%s; resuming after event %d", error.code().name, self._cursor)
+                await asyncio.sleep(0.5)
+
+
 class Bridge:
     def __init__(self, keys: ApiKeyStore, events: ev_grpc.JobEventsServiceStub) -> None:
         self._keys = keys
         self._events = events
+        self.fanout = Fanout(events)
         self.connections: set[ServerConnection] = set()
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -69,7 +121,7 @@ class Bridge:
             self.connections.discard(ws)
 
     async def _session(self, ws: ServerConnection) -> None:
-        key_id, topics, since = None, None, 0
+        key_id, topics, since = None, set(), 0
         try:
             async with asyncio.timeout(AUTH_TIMEOUT_S):
                 while key_id is None:
@@ -79,17 +131,43 @@ class Bridge:
             return
         if key_id == "":
             return  # closed for a bad key
-        await ws.send(json.dumps({"type": "subscribed", "topics": sorted(topics), "since": since}))
-        buffer: asyncio.Queue[dict] = asyncio.Queue(MAX_BUFFER)
-        follower = asyncio.create_task(self._follow(ws, key_id, topics, since, buffer))
-        sender = asyncio.create_task(self._send(ws, buffer))
-        reader = asyncio.create_task(self._read(ws))
-        done, pending = await asyncio.wait({follower, sender, reader}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                task.result()
+        subscriber = _Subscriber(key_id, topics)
+        self.fanout.subscribers.add(subscriber)  # before the replay: nothing falls between the two
+        try:
+            await ws.send(json.dumps({"type": "subscribed", "topics": sorted(topics), "since": since}))
+            last = await self._replay(ws, subscriber, since) if since else 0
+            sender = asyncio.create_task(self._send(ws, subscriber, last))
+            reader = asyncio.create_task(self._read(ws))
+            done, pending = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    task.result()
+        finally:
+            self.fanout.subscribers.discard(subscriber)
+
+    async def _replay(self, ws: ServerConnection, subscriber: _Subscriber, since: int) -> int:
+        """Sends the stored events after `since`; returns the last event id sent or scanned."""
+        cursor = since
+        while True:
+            page = await self._events.ListEvents(ev.ListEventsRequest(
+                since_event_id=cursor, topics=sorted(subscriber.topics), owner=subscriber.owner))
+            for event in page.events:
+                await ws.send(json.dumps(message_of(event)))
+            cursor = page.last_event_id
+            if page.caught_up:
+                return cursor
+
+    async def _send(self, ws: ServerConnection, subscriber: _Subscriber, last: int) -> None:
+        while True:
+            if subscriber.overflowed:
+                await ws.close(CLOSE_SLOW_CONSUMER, "too slow: reconnect with since=<last event_id>")
+                return
+            event_id, text = await subscriber.queue.get()
+            if event_id > last:  # the replay may already have sent it
+                last = event_id
+                await ws.send(text)
 
     async def _subscribe(self, ws: ServerConnection, raw: str | bytes) -> tuple[str | None, set[str], int]:
         try:
@@ -97,46 +175,27 @@ class Bridge:
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
         except ValueError as error:
-            await ws.send(json.dumps({"type": "error", "code": "INVALID_ARGUMENT",
-                                      "message": f"malformed JSON ({error}); send a JSON object"}))
+            await self._error(ws, "INVALID_ARGUMENT", f"malformed JSON ({error}); send a JSON object")
             return None, set(), 0
         key = await asyncio.to_thread(self._keys.lookup, str(request.get("api_key", "")))
         if key is None:
-            await ws.send(json.dumps({"type": "error", "code": "UNAUTHENTICATED",
-                                      "message": "invalid or missing api_key"}))
+            await self._error(ws, "UNAUTHENTICATED", "invalid or missing api_key")
             await ws.close(CLOSE_UNAUTHENTICATED, "invalid api_key")
             return "", set(), 0
         wanted = request.get("subscribe") or list(TOPICS)
         unknown = [t for t in wanted if t not in TOPICS] if isinstance(wanted, list) else [wanted]
         if unknown:
-            await ws.send(json.dumps({"type": "error", "code": "INVALID_ARGUMENT",
-                                      "message": f"unknown subscription {unknown}; use {list(TOPICS)}"}))
+            await self._error(ws, "INVALID_ARGUMENT", f"unknown subscription {unknown}; use {list(TOPICS)}")
             return None, set(), 0
         since = request.get("since", 0)
-        if not isinstance(since, int) or since < 0:
-            await ws.send(json.dumps({"type": "error", "code": "INVALID_ARGUMENT",
-                                      "message": "since must be a non-negative event id"}))
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            await self._error(ws, "INVALID_ARGUMENT", "since must be a non-negative event id")
             return None, set(), 0
         return key.key_id, set(wanted), since
 
-    async def _follow(self, ws, key_id: str, topics: set[str], since: int, buffer: asyncio.Queue) -> None:  # noqa: ANN001
-        request = ev.WatchEventsRequest(since_event_id=since, topics=sorted(topics), owner=key_id)
-        while True:
-            try:
-                async for event in self._events.WatchEvents(request, metadata=((ON_BEHALF_OF, "mesh"),)):
-                    request.since_event_id = event.event_id
-                    try:
-                        buffer.put_nowait(message_of(event))
-                    except asyncio.QueueFull:
-                        await ws.close(CLOSE_SLOW_CONSUMER, "too slow: reconnect with since=<last event_id>")
-                        return
-            except grpc.aio.AioRpcError as error:
-                log.warning("watch stream broke code=%s; reconnecting", error.code().name)
-                await asyncio.sleep(0.5)
-
-    async def _send(self, ws: ServerConnection, buffer: asyncio.Queue) -> None:
-        while True:
-            await ws.send(json.dumps(await buffer.get()))
+    @staticmethod
+    async def _error(ws: ServerConnection, code: str, message: str) -> None:
+        await ws.send(json.dumps({"type": "error", "code": code, "message": message}))
 
     async def _read(self, ws: ServerConnection) -> None:
         """Later messages: answer errors for malformed ones; the connection stays usable."""
@@ -144,4 +203,4 @@ class Bridge:
             try:
                 json.loads(raw)
             except ValueError:
-                await ws.send(json.dumps({"type": "error", "code": "INVALID_ARGUMENT", "message": "malformed JSON"}))
+                await self._error(ws, "INVALID_ARGUMENT", "malformed JSON")

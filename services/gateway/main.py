@@ -30,6 +30,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     keys = ApiKeyStore(Database(settings.db_url))
     events = channel(settings.scheduler_addr, settings.service_key)
     bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events))
+    bridge.fanout.start()
     CONNECTIONS.set_function(lambda: len(bridge.connections))
     metrics, _ = start_http_server(settings.metrics_port, addr=settings.host)
     async with serve(bridge.handle, settings.host, settings.grpc_port, process_request=_health,
@@ -40,6 +41,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await stop.wait()
         server.close(close_connections=True)
         await server.wait_closed()
+    await bridge.fanout.stop()
     await events.close()
     metrics.shutdown()
 

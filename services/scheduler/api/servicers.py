@@ -11,7 +11,7 @@ from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
 from qnet.scheduler.v1 import jobs_pb2
 
 from qnet_common import errors
-from qnet_common.events import TOPICS, EventHub
+from qnet_common.events import TOPICS, Event, EventHub
 from qnet_common.grpcserver import Caller, current_caller
 from services.scheduler.api import convert
 from services.scheduler.domain.engine import Engine
@@ -128,26 +128,50 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         return ex.CancelJobResponse(success=True, data=convert.job(job))
 
 
+def _event_message(event: Event) -> ev.WatchEventsResponse:
+    message = ev.WatchEventsResponse(
+        event_id=event.event_id, topic=event.topic, job_id=event.job_id, status=event.status,
+        backend=event.backend, queue_depth=event.queue_depth, owner=event.owner, error_code=event.error_code,
+    )
+    message.counts.update(event.counts)
+    message.time.FromNanoseconds(int(event.time * 1e9))
+    return message
+
+
 class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
     """Streams the durable event log: replay after `since_event_id`, then follow it live."""
+
+    PAGE = 500
 
     def __init__(self, hub: EventHub) -> None:
         self._hub = hub
 
-    async def WatchEvents(self, request, context):  # noqa: ANN001, N802
-        topics = set(request.topics) or set(TOPICS)
+    @staticmethod
+    def _filter(topics_requested, owner_requested: str) -> tuple[set[str], str]:  # noqa: ANN001
+        topics = set(topics_requested) or set(TOPICS)
         unknown = topics - set(TOPICS)
         if unknown:
             raise errors.InvalidArgument(f"unknown topics {sorted(unknown)}; use {', '.join(TOPICS)}")
         caller = _caller()
-        owner = request.owner if caller.internal and caller.key_id == "mesh" else caller.key_id
+        owner = owner_requested if caller.internal and caller.key_id == "mesh" else caller.key_id
+        return topics, owner
+
+    @staticmethod
+    def _wanted(event: Event, topics: set[str], owner: str) -> bool:
+        return event.topic in topics and not (event.topic == "job_updates" and owner and event.owner != owner)
+
+    async def WatchEvents(self, request, context):  # noqa: ANN001, N802
+        topics, owner = self._filter(request.topics, request.owner)
         async for event in self._hub.watch(request.since_event_id or None):
-            if event.topic not in topics or (event.topic == "job_updates" and owner and event.owner != owner):
-                continue
-            message = ev.WatchEventsResponse(
-                event_id=event.event_id, topic=event.topic, job_id=event.job_id, status=event.status,
-                backend=event.backend, queue_depth=event.queue_depth, owner=event.owner, error_code=event.error_code,
-            )
-            message.counts.update(event.counts)
-            message.time.FromNanoseconds(int(event.time * 1e9))
-            yield message
+            if self._wanted(event, topics, owner):
+                yield _event_message(event)
+
+    async def ListEvents(self, request, context):  # noqa: ANN001, N802
+        topics, owner = self._filter(request.topics, request.owner)
+        limit = min(request.limit or self.PAGE, 5000)
+        scanned = await asyncio.to_thread(self._hub.log.since, request.since_event_id, limit)
+        return ev.ListEventsResponse(
+            events=[_event_message(e) for e in scanned if self._wanted(e, topics, owner)],
+            last_event_id=scanned[-1].event_id if scanned else request.since_event_id,
+            caught_up=len(scanned) < limit,
+        )
