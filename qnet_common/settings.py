@@ -86,6 +86,10 @@ class Settings:
     workers: int = 8
     #: Seconds a claimed job stays leased to one scheduler before another may take it over.
     lease_s: float = 30.0
+    #: WebSocket bridge: seconds between pings (a client that does not answer in as long is dropped) and
+    #: messages buffered per client before it is disconnected as too slow.
+    ws_ping_s: float = 20.0
+    ws_max_buffer: int = 1000
 
     @property
     def db_url(self) -> str:
@@ -117,5 +121,7 @@ class Settings:
             device_status=_pairs(env, "QNET_DEVICE_STATUS") or dict(base.device_status),
             faults=_pairs(env, "QNET_FAULTS") or dict(base.faults),
             workers=_int(env, "QNET_WORKERS", base.workers, minimum=1),
-            lease_s=_float(env, "QNET_LEASE_S", base.lease_s, minimum=1.0),
+            lease_s=_float(env, "QNET_LEASE_S", base.lease_s, minimum=0.1),
+            ws_ping_s=_float(env, "QNET_WS_PING_S", base.ws_ping_s, minimum=0.1),
+            ws_max_buffer=_int(env, "QNET_WS_MAX_BUFFER", base.ws_max_buffer, minimum=1),
         )

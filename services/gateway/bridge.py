@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/v2/network/stream"
 #: Close codes (README): 4001 bad or missing key, 4008 no subscribe message in time, 4009 too slow a consumer,
-#: 1001 the bridge is shutting down.
+#: 1011 no answer to a ping, 1001 the bridge is shutting down.
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_AUTH_TIMEOUT = 4008
 CLOSE_SLOW_CONSUMER = 4009
@@ -55,8 +55,12 @@ def message_of(event: ev.WatchEventsResponse) -> dict:
 class _Subscriber:
     owner: str
     topics: set[str]
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(MAX_BUFFER))
+    max_buffer: int = MAX_BUFFER
+    queue: asyncio.Queue = field(init=False)
     overflowed: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.max_buffer)
 
     def wants(self, event: ev.WatchEventsResponse) -> bool:
         return event.topic in self.topics and (event.topic != "job_updates" or event.owner == self.owner)
@@ -102,7 +106,8 @@ class Fanout:
 
 
 class Bridge:
-    def __init__(self, keys: ApiKeyStore, events: ev_grpc.JobEventsServiceStub) -> None:
+    def __init__(self, keys: ApiKeyStore, events: ev_grpc.JobEventsServiceStub, max_buffer: int = MAX_BUFFER) -> None:
+        self._max_buffer = max_buffer
         self._keys = keys
         self._events = events
         self.fanout = Fanout(events)
@@ -131,7 +136,7 @@ class Bridge:
             return
         if key_id == "":
             return  # closed for a bad key
-        subscriber = _Subscriber(key_id, topics)
+        subscriber = _Subscriber(key_id, topics, self._max_buffer)
         self.fanout.subscribers.add(subscriber)  # before the replay: nothing falls between the two
         try:
             await ws.send(json.dumps({"type": "subscribed", "topics": sorted(topics), "since": since}))

@@ -29,12 +29,12 @@ def _health(connection, request) -> Response | None:  # noqa: ANN001
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     keys = ApiKeyStore(Database(settings.db_url))
     events = channel(settings.scheduler_addr, settings.service_key)
-    bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events))
+    bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer)
     bridge.fanout.start()
     CONNECTIONS.set_function(lambda: len(bridge.connections))
     metrics, _ = start_http_server(settings.metrics_port, addr=settings.host)
     async with serve(bridge.handle, settings.host, settings.grpc_port, process_request=_health,
-                     ping_interval=20, ping_timeout=20) as server:
+                     ping_interval=settings.ws_ping_s, ping_timeout=settings.ws_ping_s) as server:
         port = server.sockets[0].getsockname()[1]
         print(f"QNET_READY service=gateway http={settings.host}:{port} "
               f"metrics={settings.host}:{metrics.server_port}", flush=True)
