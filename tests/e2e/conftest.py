@@ -68,9 +68,9 @@ class RunningMesh:
                 parsed = {"_raw": text.decode(errors="replace")}
             return Reply(error.code, parsed, {k.lower(): v for k, v in error.headers.items()})
 
-    def create_key(self, name: str, **quota) -> str:  # noqa: ANN003
+    def create_key(self, name: str, **options) -> str:  # noqa: ANN003
         store = ApiKeyStore(Database(f"sqlite:///{self.data_dir / 'qnet.db'}"))
-        return store.create(name, **quota)[1]
+        return store.create(name, **options)[1]
 
 
 def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None) -> RunningMesh:

@@ -34,7 +34,7 @@ class Mesh:
             name: grpc.aio.insecure_channel(address)
             for name, address in (
                 ("scheduler", settings.scheduler_addr), ("backends", settings.backends_addr),
-                ("aggregator", settings.aggregator_addr), ("network", settings.network_addr),
+                ("aggregator", settings.aggregator_addr),
             )
         }
 
@@ -78,6 +78,8 @@ class Mesh:
                 names, [self._address(n) for n in names], checks, strict=True
             )
         }
+        # This service is answering the request: serving by definition.
+        result["network"] = (f"{self._settings.host}:{self._settings.grpc_port}", "serving")
         result["gateway"] = (self._settings.gateway_addr, await asyncio.to_thread(
             _http_health, f"http://{self._settings.gateway_addr}/healthz"))
         result["envoy"] = (self._settings.envoy_addr, "unknown")
