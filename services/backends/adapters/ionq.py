@@ -26,7 +26,12 @@ from services.backends.domain.device import (
     QubitCalibration,
     RunResult,
 )
-from services.backends.domain.emulation import checked, estimated_execution_s, success_probability
+from services.backends.domain.emulation import (
+    checked,
+    estimated_execution_s,
+    sample_counts,
+    success_probability,
+)
 
 # IonQ Aria: published system figures (ionq.com/quantum-systems/aria and the Amazon Braket device page,
 # characterisation of 2024): 1q gate fidelity 99.95 %, 2q (MS) 99.4 %, SPAM 99.61 %, T1 10-100 s, T2 ~1 s,
@@ -157,16 +162,8 @@ class IonQDevice(Device):
         flip = np.array([[1 - ARIA_READOUT_ERROR, ARIA_READOUT_ERROR], [ARIA_READOUT_ERROR, 1 - ARIA_READOUT_ERROR]])
         for axis in range(k):
             tensor = np.moveaxis(np.tensordot(flip, tensor, axes=([1], [axis])), 0, axis)
-        outcomes = rng.multinomial(shots, np.clip(tensor.reshape(-1), 0, None) / tensor.sum())
         position = {q: k - 1 - j for j, q in enumerate(qubits)}  # bit of the state index holding each qubit
-        counts: dict[str, int] = {}
-        for state in np.nonzero(outcomes)[0]:
-            value = 0
-            for clbit, qubit in measured.items():
-                value |= ((int(state) >> position[qubit]) & 1) << clbit
-            key = format(value, f"0{circuit.num_clbits}b")
-            counts[key] = counts.get(key, 0) + int(outcomes[state])
-        return counts
+        return sample_counts(tensor.reshape(-1), position, measured, circuit.num_clbits, shots, rng)
 
     def assess(self, qasm: str, shots: int) -> Assessment:
         circuit = self._circuit(qasm, shots)

@@ -44,6 +44,7 @@ from services.backends.domain.emulation import (
     circuit_duration_s,
     estimated_execution_s,
     gate_error,
+    sample_counts,
     success_probability,
 )
 
@@ -143,7 +144,8 @@ class RigettiAspen(Device):
             # Simulated on the logical qubits: the router's SWAPs only move states between physical qubits.
             active = sorted({q for op in logical_natives for q in op.qubits} | set(measured.values()))
             probabilities = self._distribution(logical_natives, active, layout)
-            counts = self._sample(probabilities, active, measured, circuit.num_clbits, shots, rng)
+            bit_of_qubit = {q: i for i, q in enumerate(active)}
+            counts = sample_counts(probabilities, bit_of_qubit, measured, circuit.num_clbits, shots, rng)
         return RunResult(counts, shots, depth, two_q, time.perf_counter() - started)
 
     def _two_qubit_error(self, a: int, b: int) -> tuple[float, float]:
@@ -203,20 +205,6 @@ class RigettiAspen(Device):
         noisy = probs / probs.sum() if self._noiseless else corrupt_bitstring_probs(probs / probs.sum(), matrices_ro)
         # Flatten with qubit 0 as the least significant bit of the index.
         return np.clip(noisy.transpose(list(reversed(range(n)))).reshape(-1), 0.0, None)
-
-    @staticmethod
-    def _sample(probabilities: np.ndarray, active: list[int], measured: dict[int, int], num_clbits: int,
-                shots: int, rng: np.random.Generator) -> dict[str, int]:
-        index = {q: i for i, q in enumerate(active)}
-        outcomes = rng.multinomial(shots, probabilities / probabilities.sum())
-        counts: dict[str, int] = {}
-        for state in np.nonzero(outcomes)[0]:
-            value = 0
-            for clbit, qubit in measured.items():
-                value |= ((int(state) >> index[qubit]) & 1) << clbit
-            key = format(value, f"0{num_clbits}b")
-            counts[key] = counts.get(key, 0) + int(outcomes[state])
-        return counts
 
     def assess(self, qasm: str, shots: int) -> Assessment:
         _, natives, measured, _, _ = self._compile(qasm, shots)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from qnet_common import errors
 from services.backends.domain.circuit import Circuit, Op, parse
 from services.backends.domain.device import Calibration, DeviceSpec
@@ -79,3 +81,21 @@ def estimated_execution_s(shots: int, shot_duration_s: float, per_shot_overhead_
                           per_task_overhead_s: float) -> float:
     """Device time for a task: fixed overhead plus, per shot, the circuit and the reset/readout overhead."""
     return per_task_overhead_s + shots * (shot_duration_s + per_shot_overhead_s)
+
+
+def sample_counts(probabilities: np.ndarray, bit_of_qubit: Mapping[int, int], measured: Mapping[int, int],
+                  num_clbits: int, shots: int, rng: np.random.Generator) -> dict[str, int]:
+    """Samples `shots` outcomes from a distribution over basis states and reads them out as counts.
+
+    `bit_of_qubit[q]` is the bit of the state index holding qubit q; `measured` maps clbit -> qubit. Keys are
+    OpenQASM bitstrings (classical bit 0 rightmost).
+    """
+    outcomes = rng.multinomial(shots, np.clip(probabilities, 0.0, None) / probabilities.sum())
+    counts: dict[str, int] = {}
+    for state in np.nonzero(outcomes)[0]:
+        value = 0
+        for clbit, qubit in measured.items():
+            value |= ((int(state) >> bit_of_qubit[qubit]) & 1) << clbit
+        key = format(value, f"0{num_clbits}b")
+        counts[key] = counts.get(key, 0) + int(outcomes[state])
+    return counts
