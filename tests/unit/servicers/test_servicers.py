@@ -1,0 +1,97 @@
+"""Servicers called directly (no sockets): proto in, domain call, proto out."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from qnet.aggregator.v1 import aggregation_service_pb2 as ag
+from qnet.backends.v1 import backend_service_pb2 as bs
+from qnet.backends.v1 import device_service_pb2 as ds
+
+from qnet_common import errors
+from qnet_common.db import Database
+from qnet_common.events import Event, EventHub, EventLog
+from services.aggregator.api.servicers import AggregationServicer
+from services.backends.adapters.registry import build_devices
+from services.backends.api.servicers import BackendServicer, DeviceServicer
+from services.backends.domain.fleet import Fleet
+
+BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
+
+
+@pytest.fixture(scope="module")
+def devices():
+    return build_devices(["ionq_simulator", "rigetti_aspen"])
+
+
+@pytest.fixture
+def fleet(devices):
+    pool = ThreadPoolExecutor(2)
+    yield Fleet(devices, pool, {"rigetti_aspen": "maintenance"}), pool
+    pool.shutdown(wait=False)
+
+
+async def test_backend_servicer_maps_the_device_and_its_live_queue(fleet):
+    servicer = BackendServicer(fleet[0])
+    listed = await servicer.ListBackends(bs.ListBackendsRequest(), None)
+    assert [b.id for b in listed.data] == ["ionq_simulator", "rigetti_aspen"]
+    assert not listed.data[1].coupling_map  # only GET /backends/{id} carries the coupling map
+    aspen = (await servicer.GetBackend(bs.GetBackendRequest(id="rigetti_aspen"), None)).data
+    assert aspen.status == "maintenance" and aspen.num_qubits == 80 and len(aspen.coupling_map) > 80
+    assert aspen.price.per_shot == 0.00035 and aspen.connectivity == "octagonal"
+    with pytest.raises(errors.BackendNotFound):
+        await servicer.GetCalibration(bs.GetCalibrationRequest(id="nope"), None)
+
+
+async def test_device_servicer_runs_assesses_and_refuses_devices_not_online(fleet):
+    servicer = DeviceServicer(*fleet)
+    run = await servicer.RunCircuit(ds.RunCircuitRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
+                                                         task_id="t1"), None)
+    assert sum(run.counts.values()) == 100 and set(run.counts) <= {"00", "11"} and run.two_qubit_gates == 1
+    with pytest.raises(errors.BackendUnavailable):
+        await servicer.RunCircuit(ds.RunCircuitRequest(device_id="rigetti_aspen", qasm=BELL, shots=10), None)
+    wide = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[40]; creg c[1]; h q[0]; measure q[0] -> c[0];'
+    assessed = await servicer.AssessCircuit(ds.AssessCircuitRequest(qasm=wide, shots=10), None)
+    by_id = {a.device_id: a for a in assessed.assessments}
+    assert not by_id["ionq_simulator"].runnable and by_id["ionq_simulator"].reason.startswith("CIRCUIT_TOO_LARGE")
+    assert by_id["rigetti_aspen"].runnable and by_id["rigetti_aspen"].cost == pytest.approx(0.30 + 10 * 0.00035)
+    with pytest.raises(errors.InvalidQasm):
+        await servicer.AssessCircuit(ds.AssessCircuitRequest(qasm="OPENQASM 2.0; qreg q[1]; nope q[0];", shots=1),
+                                     None)
+
+
+async def test_aggregation_servicer_round_trips_the_maths():
+    servicer = AggregationServicer()
+    request = ag.AggregateRequest(results=[
+        ag.BackendResult(backend="a", counts={"00": 500, "11": 524}),
+        ag.BackendResult(backend="b", counts={"00": 512, "11": 512}, fidelity=0.5),
+    ], method="weighted_average", shots=1000)
+    data = (await servicer.Aggregate(request, None)).data
+    assert sum(data.aggregated_counts.values()) == 1000 and data.shots == 1000
+    assert {w.backend: round(w.weight, 3) for w in data.backends} == {"a": 0.667, "b": 0.333}
+    with pytest.raises(errors.InvalidAggregationMethod):
+        await servicer.Aggregate(ag.AggregateRequest(results=request.results, method="mode"), None)
+
+
+async def test_the_event_hub_replays_then_follows_without_gaps_or_repeats(sqlite_url):
+    log = EventLog(Database(sqlite_url))
+    for i in range(3):
+        log.append(Event(topic="backend_status", status="online", backend=f"before{i}"))
+    hub = EventHub(log)
+    await hub.start()
+    seen: list[str] = []
+
+    async def watch() -> None:
+        async for event in hub.watch(since=1):
+            seen.append(event.backend)
+            if len(seen) == 3:
+                return
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.1)
+    await asyncio.to_thread(log.append, Event(topic="backend_status", status="online", backend="after"))
+    await asyncio.wait_for(watcher, 5)
+    await hub.stop()
+    assert seen == ["before1", "before2", "after"]  # after event 1: the two stored, then the live one, once
