@@ -10,7 +10,7 @@ from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
 from qnet_common import errors
 from services.network.adapters.mesh import Mesh
 from services.network.domain.status import BackendLine, network_status, percentile
-from services.scheduler.domain.jobs import DEFAULT_SHOTS, MAX_SHOTS, validate_request
+from services.scheduler.domain.jobs import validate_request
 from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
 
 
@@ -106,5 +106,3 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
         estimate.total_cost = round(sum(assessments[b].cost for b in selected), 6)
         return nw.EstimateCostResponse(success=True, data=estimate)
 
-
-__all__ = ["NetworkServicer", "DEFAULT_SHOTS", "MAX_SHOTS"]

@@ -16,10 +16,10 @@ from qnet_common.grpcserver import Caller, current_caller
 from services.scheduler.api import convert
 from services.scheduler.domain.engine import Engine
 from services.scheduler.domain.jobs import (
-    COMPLETED,
     DEFAULT_SHOTS,
     FAILED,
     JobRequest,
+    batch_status,
     new_batch_id,
     validate_request,
 )
@@ -105,15 +105,7 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         if found is None or (owner is not None and found[0] != owner):
             raise errors.JobNotFound(f"batch {request.batch_id!r} not found")
         jobs = found[1]
-        statuses = {j.status for j in jobs}
-        if statuses <= {COMPLETED}:
-            status = COMPLETED
-        elif statuses & {"queued", "running"}:
-            status = "running" if "running" in statuses or COMPLETED in statuses else "queued"
-        elif FAILED in statuses:
-            status = FAILED
-        else:
-            status = "cancelled"
+        status = batch_status([j.status for j in jobs])
         return ex.GetBatchResponse(
             success=True,
             data=jobs_pb2.Batch(batch_id=request.batch_id, status=status, jobs=[convert.job(j) for j in jobs]),

@@ -24,6 +24,17 @@ def new_batch_id() -> str:
     return f"net_batch_{secrets.token_hex(6)}"
 
 
+def batch_status(statuses: list[str]) -> str:
+    """A batch is running while any job is, completed when all completed, failed when some failed, else
+    cancelled."""
+    present = set(statuses)
+    if present & {QUEUED, RUNNING}:
+        return RUNNING if present - {QUEUED} else QUEUED
+    if present <= {COMPLETED}:
+        return COMPLETED
+    return FAILED if FAILED in present else CANCELLED
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """A validated request: what to run, where, and how."""

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qnet_common import errors
-from services.scheduler.domain.jobs import validate_request
+from services.scheduler.domain.jobs import batch_status, validate_request
 from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
 
 
@@ -99,3 +99,15 @@ def test_request_validation_fills_defaults_and_rejects_bad_fields():
         validate_request("OPENQASM 2.0;", [], "fastest", 10, True, "", STRATEGIES)
     with pytest.raises(errors.InvalidQasm):
         validate_request("  ", [], "fastest", 10, False, "", STRATEGIES)
+
+
+@pytest.mark.parametrize(("statuses", "expected"), [
+    (["completed", "completed"], "completed"),
+    (["completed", "failed"], "failed"),
+    (["queued", "queued"], "queued"),
+    (["completed", "queued"], "running"),
+    (["failed", "running"], "running"),
+    (["cancelled", "completed"], "cancelled"),
+])
+def test_a_batch_status_follows_its_jobs(statuses, expected):
+    assert batch_status(statuses) == expected
