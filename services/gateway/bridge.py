@@ -35,6 +35,8 @@ CLOSE_SLOW_CONSUMER = 4009
 AUTH_TIMEOUT_S = 10.0
 #: Messages buffered per client before it counts as too slow and is disconnected.
 MAX_BUFFER = 1000
+#: Seconds a too-slow client gets to take its close frame before its connection is dropped.
+SLOW_CLOSE_TIMEOUT_S = 5.0
 
 
 def message_of(event: ev.WatchEventsResponse) -> dict:
@@ -57,7 +59,7 @@ class _Subscriber:
     topics: set[str]
     max_buffer: int = MAX_BUFFER
     queue: asyncio.Queue = field(init=False)
-    overflowed: bool = False
+    overflowed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.max_buffer)
@@ -69,7 +71,7 @@ class _Subscriber:
         try:
             self.queue.put_nowait((event_id, text))
         except asyncio.QueueFull:
-            self.overflowed = True
+            self.overflowed.set()
 
 
 class Fanout:
@@ -143,14 +145,27 @@ class Bridge:
             last = await self._replay(ws, subscriber, since) if since else 0
             sender = asyncio.create_task(self._send(ws, subscriber, last))
             reader = asyncio.create_task(self._read(ws))
-            done, pending = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            too_slow = asyncio.create_task(subscriber.overflowed.wait())
+            done, pending = await asyncio.wait({sender, reader, too_slow}, return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
             for task in done:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     task.result()
+            if too_slow in done:  # the sender may be stuck on a full socket: hang up from here
+                self.fanout.subscribers.discard(subscriber)
+                await self._hang_up_on_slow(ws)
         finally:
             self.fanout.subscribers.discard(subscriber)
+
+    @staticmethod
+    async def _hang_up_on_slow(ws: ServerConnection) -> None:
+        """Close with 4009; a client that reads nothing at all never takes the close frame: then drop it."""
+        try:
+            await asyncio.wait_for(ws.close(CLOSE_SLOW_CONSUMER, "too slow: reconnect with since=<last event_id>"),
+                                   SLOW_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            ws.transport.abort()
 
     async def _replay(self, ws: ServerConnection, subscriber: _Subscriber, since: int) -> int:
         """Sends the stored events after `since`; returns the last event id sent or scanned."""
@@ -166,9 +181,6 @@ class Bridge:
 
     async def _send(self, ws: ServerConnection, subscriber: _Subscriber, last: int) -> None:
         while True:
-            if subscriber.overflowed:
-                await ws.close(CLOSE_SLOW_CONSUMER, "too slow: reconnect with since=<last event_id>")
-                return
             event_id, text = await subscriber.queue.get()
             if event_id > last:  # the replay may already have sent it
                 last = event_id
