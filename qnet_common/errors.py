@@ -157,6 +157,14 @@ class BackendExecutionError(QnetError):
     grpc_code = "INTERNAL"
 
 
+class WatcherTooSlow(QnetError):
+    """An event watcher fell too far behind the log; it resumes from its last event id."""
+
+    code = "WATCHER_TOO_SLOW"
+    grpc_code = "RESOURCE_EXHAUSTED"
+    transient = True
+
+
 class TaskCancelled(QnetError):
     code = "CANCELLED"
     grpc_code = "CANCELLED"

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from qnet_common import errors
 from qnet_common.db import Database, Tx
 
 TOPICS = ("job_updates", "backend_status")
@@ -149,7 +150,8 @@ class EventHub:
                         break
             while True:
                 if watcher.overflowed and watcher.queue.empty():
-                    raise OverflowError("event watcher fell too far behind")
+                    raise errors.WatcherTooSlow(
+                        f"watcher fell more than {self.MAX_QUEUE} events behind; resume with since_event_id={last}")
                 event = await watcher.queue.get()
                 if event.event_id > last:
                     last = event.event_id

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import socket
+import time
 
 import grpc
 import pytest
@@ -16,6 +17,7 @@ from qnet.scheduler.v1 import execution_service_pb2_grpc as ex_grpc
 from websockets.asyncio.client import connect
 
 from qnet_common.db import Database
+from qnet_common.events import Event, EventLog
 from qnet_common.keys import ApiKeyStore
 from tests import procs
 
@@ -38,9 +40,9 @@ def cluster(tmp_path, sqlite_url):
     aggregator = start("services.aggregator.main", "aggregator")
     wiring = {"QNET_BACKENDS_ADDR": backends.address, "QNET_AGGREGATOR_ADDR": aggregator.address}
     schedulers = [start("services.scheduler.main", f"scheduler-{i}", **wiring) for i in range(2)]
-    # Bridge 0 pings every 0.5 s (the heartbeat test).
+    # Bridge 0 pings every 0.5 s (the heartbeat test); bridge 1 keeps 50 messages per client (slow consumers).
     bridges = [start("services.gateway.main", f"gateway-{i}", QNET_SCHEDULER_ADDR=schedulers[i].address,
-                     QNET_WS_PING_S=("0.5", "20")[i]) for i in range(2)]
+                     QNET_WS_PING_S=("0.5", "3600")[i], QNET_WS_MAX_BUFFER=("1000", "50")[i]) for i in range(2)]
     yield {"key": key, "schedulers": schedulers, "bridges": bridges, "start": start, "wiring": wiring}
     for service in reversed(started):
         service.terminate()
@@ -127,3 +129,44 @@ def test_a_client_that_never_answers_pings_is_dropped(cluster):
                 break
     assert 0x9 in opcodes, "the bridge never pinged"
     assert opcodes[-1] == 0x8 and code == 1011
+
+
+#: More than the kernel's socket buffers hold (about 4 MB each way on Linux), at ~145 bytes an event.
+EVENTS = 100_000
+
+
+@pytest.mark.slow
+def test_a_consumer_too_slow_for_its_buffer_is_disconnected_with_4009(cluster, sqlite_url):
+    bridge = cluster["bridges"][1]
+    host, port = bridge.address.split(":")
+    with socket.socket() as raw:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the bridge soon waits on it
+        raw.settimeout(30)
+        raw.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall((f"GET /api/v2/network/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        received = bytearray(raw.recv(4096))
+        assert received.startswith(b"HTTP/1.1 101")
+        subscribe = json.dumps({"api_key": cluster["key"], "subscribe": ["backend_status"]}).encode()
+        mask = os.urandom(4)
+        raw.sendall(bytes([0x81, 0x80 | 126]) + len(subscribe).to_bytes(2, "big") + mask
+                    + bytes(b ^ mask[i % 4] for i, b in enumerate(subscribe)))
+        while b"subscribed" not in received:
+            received += raw.recv(4096)
+        log = EventLog(Database(sqlite_url))
+        with log._db.transaction() as tx:  # noqa: SLF001 - a burst of events straight into the log
+            for i in range(EVENTS):
+                EventLog.append_in(tx, Event(topic="backend_status", status="online", backend=f"b{i}"))
+        # Read far slower than the bridge sends: the sockets fill, then the bridge's 50-message buffer.
+        dropped = False
+        try:
+            while chunk := raw.recv(4096):
+                received += chunk
+                time.sleep(0.01)
+        except ConnectionResetError:
+            dropped = True  # it did not take the close frame in time: the connection was dropped
+
+    close = bytes(received).rfind(bytes([0x88]))
+    assert dropped or (close >= 0 and int.from_bytes(received[close + 2:close + 4], "big") == 4009)
+    assert received.count(b'"backend_status"') < EVENTS, "the bridge sent everything: it never gave up"
