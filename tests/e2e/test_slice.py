@@ -62,7 +62,8 @@ def test_backends_list_and_details(mesh):
     brisbane = mesh.request("GET", "/backends/ibm_brisbane").body["data"]
     assert brisbane["num_qubits"] == 127 and brisbane["provider"] == "ibm"
     assert brisbane["coupling_map"] and {"control", "target"} <= set(brisbane["coupling_map"][0])
-    assert brisbane["queue_depth"] == 0 and brisbane["simulator"] is False or brisbane["simulator"] is True
+    assert brisbane["simulator"] is False and brisbane["noisy"] is True and brisbane["connectivity"] == "heavy_hex"
+    assert brisbane["native_gates"] == ["rz", "sx", "x", "ecr"] and brisbane["price"]["per_second"] == 1.6
     ionq = mesh.request("GET", "/backends/ionq_simulator").body["data"]
     assert ionq["num_qubits"] == 29 and ionq["coupling_map"] == [] and ionq["noisy"] is False
 
