@@ -254,6 +254,9 @@ async def run_service(
 ) -> None:
     """Runs until `stop_event` is set, then drains: NOT_SERVING, stop RPCs and background work with grace."""
     server, port, health_servicer = await create_server(settings, service, component, keys)
+    bound = getattr(component, "on_bound", None)
+    if bound is not None:  # components that report their own address (the network's topology)
+        bound(f"{settings.host}:{port}")
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     metrics_port = metrics_server.server_port
     await component.start()

@@ -16,6 +16,9 @@ class NetworkComponent:
     def __init__(self, settings: Settings) -> None:
         self._mesh = Mesh(settings)
 
+    def on_bound(self, address: str) -> None:
+        self._mesh.own_address = address
+
     def register(self, server) -> None:  # noqa: ANN001
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(self._mesh), server)
 

@@ -39,6 +39,7 @@ def test_topology_shows_backends_services_and_links(mesh):
     nodes = {n["id"]: n for n in data["nodes"]}
     for service in ("scheduler", "backends", "aggregator", "network", "gateway"):
         assert nodes[service]["kind"] == "service" and nodes[service]["status"] == "serving", nodes[service]
+        assert nodes[service]["address"] == mesh.addresses[service]
     assert nodes["ibm_brisbane"]["connectivity"] == "heavy_hex" and nodes["ibm_brisbane"]["coupling_edges"] > 100
     assert nodes["rigetti_aspen"]["connectivity"] == "octagonal" and nodes["ionq_simulator"]["coupling_edges"] == 0
     links = {(link["source"], link["target"]) for link in data["links"]}

@@ -26,6 +26,8 @@ class Mesh:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        #: This service's own bound address (set once the server has bound its port).
+        self.own_address = settings.network_addr
         self._db = Database(settings.db_url)
         self.stats = JobStats(self._db)
         self._channel = channel(settings.backends_addr, settings.service_key)
@@ -79,7 +81,7 @@ class Mesh:
             )
         }
         # This service is answering the request: serving by definition.
-        result["network"] = (f"{self._settings.host}:{self._settings.grpc_port}", "serving")
+        result["network"] = (self.own_address, "serving")
         result["gateway"] = (self._settings.gateway_addr, await asyncio.to_thread(
             _http_health, f"http://{self._settings.gateway_addr}/healthz"))
         result["envoy"] = (self._settings.envoy_addr, "unknown")
