@@ -255,17 +255,23 @@ def is_identity(u: np.ndarray) -> bool:
     return np.allclose(u / phase, _I, atol=1e-9)
 
 
-def rigetti_natives(ops: Sequence[Op]) -> list[Op]:
-    """RX(±pi/2), RZ and CZ: every one-qubit run as RZ-RX(pi/2)-RZ-RX(-pi/2)-RZ, cx as H-CZ-H."""
+def _basis_with(ops: Sequence[Op], entangler: str) -> list[Op]:
+    """One-qubit gates plus a single two-qubit gate, cx or cz (the other one conjugated by H on its target)."""
+    other = "cz" if entangler == "cx" else "cx"
     basis: list[Op] = []
     for op in to_basis(ops):
-        if op.name == "cx":
+        if op.name == other:
             c, t = op.qubits
-            basis += [Op("h", (t,)), Op("cz", (c, t)), Op("h", (t,))]
+            basis += [Op("h", (t,)), Op(entangler, (c, t)), Op("h", (t,))]
         else:
             basis.append(op)
+    return basis
+
+
+def rigetti_natives(ops: Sequence[Op]) -> list[Op]:
+    """RX(±pi/2), RZ and CZ: every one-qubit run as RZ-RX(pi/2)-RZ-RX(-pi/2)-RZ, cx as H-CZ-H."""
     out: list[Op] = []
-    for name, qubits, item in merge_one_qubit(basis):
+    for name, qubits, item in merge_one_qubit(_basis_with(ops, "cz")):
         if name == "u":
             if is_identity(item):
                 continue
@@ -284,15 +290,8 @@ def rigetti_natives(ops: Sequence[Op]) -> list[Op]:
 def ionq_natives(ops: Sequence[Op]) -> list[Op]:
     """IonQ's GPI, GPI2 and MS: cx as MS plus four GPI2 (Z rotations are virtual); a one-qubit run as at
     most GPI2-GPI-GPI2."""
-    basis: list[Op] = []
-    for op in to_basis(ops):
-        if op.name == "cz":
-            c, t = op.qubits
-            basis += [Op("h", (t,)), Op("cx", (c, t)), Op("h", (t,))]
-        else:
-            basis.append(op)
     out: list[Op] = []
-    for name, qubits, item in merge_one_qubit(basis):
+    for name, qubits, item in merge_one_qubit(_basis_with(ops, "cx")):
         if name == "u":
             if is_identity(item):
                 continue
