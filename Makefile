@@ -33,7 +33,7 @@ run: setup ## Start the whole mesh behind Envoy on 127.0.0.1:$${QNET_HTTP_PORT:-
 	$(PY) -m services.mesh
 
 api-key: setup ## Create an API key: make api-key NAME=alice
-	$(PY) -m qnet_common.keys create --name "$${NAME:-$$USER}"
+	$(PY) -m qnet_common.keys create --name "$${NAME:-$${USER:-dev}}"
 
 lint: setup ## ruff and the import-linter layering contract
 	$(VENV)/bin/ruff check .
