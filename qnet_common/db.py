@@ -123,6 +123,14 @@ class Database:
                 for statement in statements:
                     tx.execute(statement)
 
+    def is_unique_violation(self, error: BaseException) -> bool:
+        """True when `error` is this database's unique-constraint violation (a concurrent insert won)."""
+        if self.dialect == "sqlite":
+            return isinstance(error, sqlite3.IntegrityError)
+        import psycopg
+
+        return isinstance(error, psycopg.errors.UniqueViolation)
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:

@@ -42,6 +42,14 @@ def test_a_retried_submission_with_the_same_request_id_returns_the_first_job(sto
     assert other_owner.job_id != first.job_id
 
 
+def test_concurrent_retries_with_one_request_id_make_one_job(db_url):
+    stores = [JobStore(Database(db_url)) for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda s: s.insert(_job(), request_id="same"), stores))
+    assert len({job.job_id for job, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
 def test_claim_leases_the_oldest_job_once(store):
     old, new = _job(created=time.time() - 10), _job()
     store.insert(new)

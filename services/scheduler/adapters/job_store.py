@@ -123,12 +123,19 @@ class JobStore:
 
     def insert(self, job: Job, request_id: str = "") -> tuple[Job, bool]:
         """Stores a queued job; with a request_id already used by this owner, returns that job instead."""
-        with self.db.transaction() as tx:
-            if request_id:
-                row = tx.one("SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, request_id))
-                if row is not None:
-                    return _job(row), False
-            self._insert(tx, job, request_id)
+        try:
+            with self.db.transaction() as tx:
+                if request_id:
+                    row = tx.one("SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, request_id))
+                    if row is not None:
+                        return _job(row), False
+                self._insert(tx, job, request_id)
+        except Exception as error:
+            if not (request_id and self.db.is_unique_violation(error)):
+                raise
+            # A concurrent submission with the same request_id committed first: that one is the job.
+            rows = self.db.query("SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, request_id))
+            return _job(rows[0]), False
         return job, True
 
     def _insert(self, tx: Tx, job: Job, request_id: str) -> None:
@@ -145,15 +152,22 @@ class JobStore:
         self._event(tx, job.job_id, job.owner, job.status, outcome)
 
     def insert_batch(self, batch_id: str, owner: str, jobs: list[Job], request_id: str = "") -> tuple[str, bool]:
-        with self.db.transaction() as tx:
-            if request_id:
-                row = tx.one("SELECT batch_id FROM batches WHERE owner = ? AND request_id = ?", (owner, request_id))
-                if row is not None:
-                    return row["batch_id"], False
-            tx.execute("INSERT INTO batches (batch_id, owner, request_id, created_at) VALUES (?, ?, ?, ?)",
-                       (batch_id, owner, request_id, time.time()))
-            for job in jobs:
-                self._insert(tx, job, "")
+        """Stores a batch; with a request_id already used by this owner, returns that batch's id instead."""
+        existing = "SELECT batch_id FROM batches WHERE owner = ? AND request_id = ?"
+        try:
+            with self.db.transaction() as tx:
+                if request_id:
+                    row = tx.one(existing, (owner, request_id))
+                    if row is not None:
+                        return row["batch_id"], False
+                tx.execute("INSERT INTO batches (batch_id, owner, request_id, created_at) VALUES (?, ?, ?, ?)",
+                           (batch_id, owner, request_id, time.time()))
+                for job in jobs:
+                    self._insert(tx, job, "")
+        except Exception as error:
+            if not (request_id and self.db.is_unique_violation(error)):
+                raise
+            return self.db.query(existing, (owner, request_id))[0]["batch_id"], False
         return batch_id, True
 
     # --- reading ---------------------------------------------------------------------------------------
