@@ -7,6 +7,7 @@ import ctypes
 import json
 import os
 import pathlib
+import re
 import secrets
 import signal
 import string
@@ -20,23 +21,138 @@ TEMPLATE = ROOT / "deploy" / "envoy" / "envoy.yaml.tmpl"
 LUA = ROOT / "deploy" / "envoy" / "error_envelope.lua"
 #: Long enough for POST /execute, which waits for the job (QNET_EXECUTE_WAIT_S) before answering.
 GRPC_ROUTE_TIMEOUT_S = 120
+#: Trailing metadata with the ready HTTP error body; the Lua filter makes it the response body.
+ENVELOPE_HEADER = "qnet-error-envelope"
+#: Longest error message sent as metadata. It travels three times (grpc-message, grpc-status-details-bin and
+#: the envelope), and Envoy resets a response whose headers pass 60 KiB: the client would get a 503 instead.
+MAX_MESSAGE_CHARS = 4000
+
+
+def error_envelope(code: str, message: str) -> str:
+    """The HTTP error body of the API, ASCII-only (non-ASCII as \\u escapes) so it can travel as metadata."""
+    return json.dumps({"success": False, "error": {"code": code, "message": message}}, ensure_ascii=True)
+
+
+def error_trailers(code: str, message: str) -> list[tuple[str, str]]:
+    """The trailing metadata a gRPC server adds to its abort so that Envoy answers REST with the envelope.
+
+    Add it next to grpc_status's `grpc-status-details-bin`; the HTTP status comes from the gRPC code.
+    """
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 15] + " ... (truncated)"
+    return [(ENVELOPE_HEADER, error_envelope(code, message))]
 
 
 def _cluster_name(service: str) -> str:
     return service.replace(".", "_")
 
 
+def _lua_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string of ASCII text is a valid Lua string literal
+
+
+def _lua_pattern(verb: str, template: str) -> str:
+    """`POST /a/{id}/b` as an anchored Lua pattern: `{id}` matches one path segment, `{name=**}` several."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    pattern = "".join(
+        ("[^?]+" if "=" in part or "**" in part else "[^/?]+") if part.startswith("{")
+        else re.sub(r"([^\w/])", r"%\1", part)
+        for part in parts
+    )
+    return f"^{verb.upper()} {pattern}$"
+
+
+def body_schema(descriptor_path: str, services: list[str]) -> str:
+    """Lua tables BODIES and MESSAGES: the JSON fields each REST request body of `services` accepts.
+
+    The transcoder drops unknown JSON fields without a word; the Lua filter refuses them with these.
+    """
+    from google.api import annotations_pb2
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(pathlib.Path(descriptor_path).read_bytes()).file
+    messages: dict[str, descriptor_pb2.DescriptorProto] = {}
+
+    def collect(prefix: str, types) -> None:  # noqa: ANN001 - repeated DescriptorProto
+        for message in types:
+            messages[f"{prefix}.{message.name}"] = message
+            collect(f"{prefix}.{message.name}", message.nested_type)
+
+    for file in files:
+        collect(f".{file.package}" if file.package else "", file.message_type)
+
+    bodies: list[tuple[str, str]] = []
+    for file in files:
+        for service in file.service:
+            if f"{file.package}.{service.name}" not in services:
+                continue
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in [rule, *rule.additional_bindings]:
+                    verb = binding.WhichOneof("pattern")
+                    if verb is None or not binding.body:
+                        continue
+                    path = binding.custom.path if verb == "custom" else getattr(binding, verb)
+                    verb = binding.custom.kind if verb == "custom" else verb
+                    root = method.input_type
+                    if binding.body != "*":
+                        field = next(f for f in messages[root].field if f.name == binding.body)
+                        root = field.type_name if field.type == field.TYPE_MESSAGE else ""
+                    bodies.append((_lua_pattern(verb, path), root))
+
+    reachable: dict[str, str] = {}
+
+    def spec(field: descriptor_pb2.FieldDescriptorProto) -> str:
+        if field.type != field.TYPE_MESSAGE or field.type_name.startswith(".google.protobuf."):
+            return "true"  # a scalar or a well-known type with its own JSON form: any value
+        target = messages[field.type_name]
+        if target.options.map_entry:
+            return f"{{ map = {spec(target.field[1])} }}"
+        visit(field.type_name)
+        return _lua_string(field.type_name[1:])
+
+    def visit(name: str) -> None:
+        if not name or name in reachable:
+            return
+        reachable[name] = ""  # placed first: recursive messages terminate
+        message = messages[name]
+        entries, names = [], []
+        for field in message.field:
+            value = spec(field)
+            names.append(field.name)
+            for key in dict.fromkeys((field.name, field.json_name or field.name)):
+                entries.append(f"[{_lua_string(key)}] = {value}")
+        reachable[name] = (
+            f"  [{_lua_string(name[1:])}] = {{ names = {_lua_string(', '.join(names) or '(none)')}, "
+            f"fields = {{ {', '.join(entries)} }} }},"
+        )
+
+    for _, root in bodies:
+        visit(root)
+    lines = ["local BODIES = {"]
+    for pattern, root in bodies:
+        lines.append(f"  {{ {_lua_string(pattern)}, {_lua_string(root[1:]) if root else 'true'} }},")
+    lines += ["}", "local MESSAGES = {", *reachable.values(), "}"]
+    return "\n".join(lines)
+
+
 def render_config(
     *, listen_host: str, listen_port: int, admin_port: int, descriptor_path: str,
     upstreams: dict[str, tuple[str, int]], stream_upstream: tuple[str, int],
+    route_timeout_s: float = GRPC_ROUTE_TIMEOUT_S,
 ) -> str:
-    """The Envoy config for these gRPC upstreams (public service full name -> host, port)."""
+    """The Envoy config for these gRPC upstreams (public service full name -> host, port).
+
+    Port 0 for the listener or the admin endpoint lets the OS pick; EnvoyProcess reports the bound ports.
+    """
     routes, clusters = [], []
     for service, (host, port) in sorted(upstreams.items()):
         name = _cluster_name(service)
+        # Transcoded requests are routed again on their gRPC path (the transcoder clears the route cache);
+        # `grpc: {}` keeps plain HTTP to that path out (it gets the 404 envelope).
         routes.append(
-            f'              - match: {{ prefix: "/{service}/" }}\n'
-            f"                route: {{ cluster: {name}, timeout: {GRPC_ROUTE_TIMEOUT_S}s }}"
+            f'              - match: {{ prefix: "/{service}/", grpc: {{}} }}\n'
+            f"                route: {{ cluster: {name}, timeout: {route_timeout_s:g}s }}"
         )
         clusters.append(
             f"  - name: {name}\n"
@@ -52,7 +168,8 @@ def render_config(
             "      - lb_endpoints:\n"
             f"        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
         )
-    lua = "\n".join(" " * 18 + line for line in LUA.read_text().splitlines())
+    source = body_schema(descriptor_path, list(upstreams)) + "\n\n" + LUA.read_text()
+    lua = "\n".join((" " * 18 + line).rstrip() for line in source.splitlines())
     return string.Template(TEMPLATE.read_text()).substitute(
         listen_host=listen_host,
         listen_port=listen_port,

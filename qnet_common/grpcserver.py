@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import signal
 import sys
@@ -27,13 +26,12 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 from qnet_common import errors, logs
 from qnet_common.db import Database
+from qnet_common.envoy import MAX_MESSAGE_CHARS, error_trailers
 from qnet_common.keys import ApiKeyStore
 from qnet_common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Trailing metadata holding the ready HTTP error envelope; Envoy's Lua filter turns it into the body.
-ENVELOPE_HEADER = "qnet-error-envelope"
 #: RPCs anyone may call: health checks and reflection.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -114,19 +112,20 @@ def _equal(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def envelope(code: str, message: str) -> str:
-    """The HTTP error body of the spec, ASCII-only so it can travel as gRPC metadata."""
-    return json.dumps({"success": False, "error": {"code": code, "message": message}}, ensure_ascii=True)
-
-
 def error_status(error: errors.QnetError) -> grpc.Status:
     """A QnetError as a google.rpc.Status with one ErrorInfo, plus the envelope trailer for Envoy."""
     code = getattr(grpc.StatusCode, error.grpc_code)
     info = error_details_pb2.ErrorInfo(reason=error.code, domain=errors.ERROR_DOMAIN, metadata=error.metadata)
-    detail = status_pb2.Status(code=code.value[0], message=error.message)
+    # The message travels three times in the headers (grpc-message, the details, the envelope): bounded, so a
+    # long one (every backend's error, say) cannot push the response past Envoy's header limit.
+    message = error.message
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 15] + " ... (truncated)"
+    detail = status_pb2.Status(code=code.value[0], message=message)
     detail.details.add().Pack(info)
     status = rpc_status.to_status(detail)
-    trailers = (*status.trailing_metadata, (ENVELOPE_HEADER, envelope(error.code, error.message)))
+    # The ready HTTP body travels as a trailer; Envoy's Lua filter makes it the response body.
+    trailers = (*status.trailing_metadata, *error_trailers(error.code, message))
     return _Status(status.code, status.details, trailers)
 
 

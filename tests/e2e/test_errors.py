@@ -110,3 +110,8 @@ def test_another_keys_job_is_not_found(mesh):
 def test_unknown_route_404_envelope(mesh):
     reply = mesh.request("GET", "/nowhere")
     assert reply.status == 404 and reply.body["success"] is False and reply.body["error"]["code"] == "NOT_FOUND"
+
+
+def test_a_misspelt_field_is_refused_not_ignored(mesh):
+    message = assert_error(mesh.request("POST", "/execute", {"qasm": BELL, "stratgy": "all"}), 400, "INVALID_ARGUMENT")
+    assert "stratgy" in message and "strategy" in message
