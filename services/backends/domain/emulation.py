@@ -11,8 +11,7 @@ from services.backends.domain.circuit import Circuit, Op, parse
 from services.backends.domain.device import Calibration, DeviceSpec
 
 
-def checked(qasm: str, shots: int, spec: DeviceSpec, *, terminal_only: bool = False,
-            max_simulated_qubits: int | None = None) -> Circuit:
+def checked(qasm: str, shots: int, spec: DeviceSpec, *, terminal_only: bool = False) -> Circuit:
     """Parses and checks a circuit against a device; raises the documented 400 errors."""
     if not 1 <= shots <= spec.max_shots:
         raise errors.InvalidShots(f"shots={shots} is out of range for {spec.id}: send 1 to {spec.max_shots}",
@@ -30,10 +29,6 @@ def checked(qasm: str, shots: int, spec: DeviceSpec, *, terminal_only: bool = Fa
         raise errors.UnsupportedInstruction(
             f"{spec.id} runs only circuits whose measurements come last and that have no reset; use"
             " local_simulator or an IBM backend for mid-circuit measurement", backend=spec.id)
-    if max_simulated_qubits is not None and len(circuit.active_qubits) > max_simulated_qubits:
-        raise errors.UnsupportedInstruction(
-            f"{spec.id}'s noisy emulation is limited to {max_simulated_qubits} active qubits; this circuit uses"
-            f" {len(circuit.active_qubits)}", backend=spec.id)
     return circuit
 
 
