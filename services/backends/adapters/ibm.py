@@ -13,13 +13,14 @@ through `SamplerV2` (not used by make run or the tests).
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
 from collections.abc import Iterable
 
-from services.backends.adapters.qiskit_common import counts_of, load
+from qnet_common.cache import BytesLRU
+from services.backends.adapters.qiskit_common import counts_of, to_qiskit
+from services.backends.domain.circuit import Circuit
 from services.backends.domain.device import (
     Assessment,
     Calibration,
@@ -37,6 +38,14 @@ IBM_PRICE = PriceModel(0.0, 0.0, per_second=1.60, source="IBM Quantum pay-as-you
 #: Per-task overhead and per-shot repetition delay IBM bills as usage (a documented estimate).
 TASK_OVERHEAD_S = 2.0
 REP_DELAY_S = 250e-6
+
+#: Compiled circuits and per-qubit-set noise models kept per device, bounded in (estimated) bytes.
+COMPILE_CACHE_BYTES = 32 << 20
+NOISE_CACHE_BYTES = 16 << 20
+#: Aer samples noisy circuits shot by shot (trajectories): bounded by active qubits and by
+#: operations x 2^qubits x shots.
+MAX_ACTIVE_QUBITS = 20
+MAX_WORK = 2e10
 
 FAKES = {
     "ibm_brisbane": ("FakeBrisbane", "IBM Brisbane (Eagle r3)", "ECR, RZ, SX, X on a heavy-hex lattice"),
@@ -80,31 +89,43 @@ class IBMDevice(Device):
             max_shots=100_000, simulator=False, noisy=True, supports_classical_control=True,
             calibration=_calibration(self._backend), price=IBM_PRICE,
             description=f"Qiskit Aer with the {fake_name} calibration snapshot: {gates}",
-            connectivity="heavy_hex",
+            connectivity="heavy_hex", max_active_qubits=MAX_ACTIVE_QUBITS, max_work=MAX_WORK,
+            emulation="Aer with the snapshot's noise, shot by shot",
         )
         self._two_q = two_q
         self._lock = threading.Lock()
+        self._compiled: BytesLRU = BytesLRU(COMPILE_CACHE_BYTES, lambda c: 2_000 + 1_000 * len(c.data))
+        self._noise: BytesLRU = BytesLRU(NOISE_CACHE_BYTES, lambda model: 40_000 * (1 + len(model.noise_qubits)))
         self._real = None
         if os.environ.get("QNET_IBM_REAL") == "1":  # pragma: no cover - needs an IBM Quantum account
             from qiskit_ibm_runtime import QiskitRuntimeService
 
             self._real = QiskitRuntimeService().backend(device_id)
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one cache per device, devices live as long as the process
-    def _compile(self, qasm: str):  # noqa: ANN202
-        from qiskit import transpile
+    def _compile(self, circuit: Circuit, shots: int):  # noqa: ANN202 - a transpiled QuantumCircuit
+        checked(circuit, shots, self.spec, shot_by_shot=True)
+        key = circuit.fingerprint or None
+        found = self._compiled.get(key) if key else None
+        if found is None:
+            from qiskit import transpile
 
-        circuit = checked(qasm, 1, self.spec)
-        with self._lock:  # the transpiler is not re-entrant on one target
-            compiled = transpile(load(qasm, circuit), self._backend, optimization_level=1, seed_transpiler=11)
-        return circuit, compiled
+            # Physical qubits ($n) stay where the circuit put them; the router may still add SWAPs.
+            layout = list(range(circuit.num_qubits)) if circuit.physical else None
+            with self._lock:  # the transpiler is not re-entrant on one target
+                found = transpile(to_qiskit(circuit), self._backend, optimization_level=1, seed_transpiler=11,
+                                  initial_layout=layout)
+            if key:
+                self._compiled.put(key, found)
+        return found
 
     def _active(self, compiled) -> tuple[int, ...]:  # noqa: ANN001
         return tuple(sorted({compiled.find_bit(q).index for inst in compiled.data for q in inst.qubits}))
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019
     def noise_model(self, active: tuple[int, ...]):  # noqa: ANN201
-        """The snapshot's noise on these physical qubits only."""
+        """The snapshot's noise on these physical qubits only (cached by qubit set, bounded in bytes)."""
+        return self._noise.get_or_make(active, lambda: self._noise_model(active))
+
+    def _noise_model(self, active: tuple[int, ...]):  # noqa: ANN202
         from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
 
         model = NoiseModel(basis_gates=list(self.spec.native_gates))
@@ -136,11 +157,10 @@ class IBMDevice(Device):
             model.add_readout_error(ReadoutError([[1 - p10, p10], [p01, 1 - p01]]), [q])
         return model
 
-    def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
+    def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
         from qiskit_aer import AerSimulator
 
-        checked(qasm, shots, self.spec)
-        circuit, compiled = self._compile(qasm)
+        compiled = self._compile(circuit, shots)
         started = time.perf_counter()
         if not circuit.num_clbits:
             counts = {"": shots}
@@ -152,9 +172,8 @@ class IBMDevice(Device):
         return RunResult(counts, shots, compiled.depth(), compiled.num_nonlocal_gates(),
                          time.perf_counter() - started)
 
-    def assess(self, qasm: str, shots: int) -> Assessment:
-        checked(qasm, shots, self.spec)
-        _, compiled = self._compile(qasm)
+    def assess(self, circuit: Circuit, shots: int) -> Assessment:
+        compiled = self._compile(circuit, shots)
         probability = 1.0
         clock: dict[int, float] = {}
         for inst in compiled.data:

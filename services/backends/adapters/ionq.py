@@ -58,6 +58,11 @@ def _aria_calibration(num_qubits: int) -> Calibration:
                        "IonQ Aria published system characterisation (ionq.com, Amazon Braket device page)")
 
 
+#: braket_sv keeps 2^n amplitudes and passes over all of them per gate (numpy, one core): bounded so that a
+#: run takes seconds.
+MAX_ACTIVE_QUBITS = 22
+MAX_WORK = 2e9
+
 SIMULATOR_SPEC = DeviceSpec(
     id="ionq_simulator", name="IonQ cloud simulator (ideal)", provider="ionq", technology="simulator",
     num_qubits=29, coupling_map=None, native_gates=("gpi", "gpi2", "ms"), max_shots=100_000, simulator=True,
@@ -65,7 +70,8 @@ SIMULATOR_SPEC = DeviceSpec(
     calibration=Calibration(datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC), (), (), "ideal: no noise"),
     price=PriceModel(0.0, 0.0, source="IonQ's cloud simulator is free of charge (ionq.com/pricing)"),
     description="Braket local state-vector simulator (braket_sv): ideal, 29 qubits, all-to-all",
-    connectivity="all_to_all",
+    connectivity="all_to_all", max_active_qubits=MAX_ACTIVE_QUBITS, max_work=MAX_WORK,
+    emulation="Braket braket_sv",
 )
 ARIA_SPEC = DeviceSpec(
     id="ionq_aria", name="IonQ Aria (emulated)", provider="ionq", technology="trapped_ion", num_qubits=25,
@@ -73,7 +79,8 @@ ARIA_SPEC = DeviceSpec(
     supports_classical_control=False, calibration=_aria_calibration(25),
     price=PriceModel(0.30, 0.03, source="Amazon Braket pricing for IonQ Aria: $0.30 per task + $0.03 per shot"),
     description="Braket density-matrix simulator (braket_dm) with Aria's published gate, SPAM and T1/T2 figures",
-    connectivity="all_to_all",
+    connectivity="all_to_all", max_active_qubits=MAX_ACTIVE_QUBITS, max_work=MAX_WORK,
+    emulation="Braket braket_dm up to 6 qubits, else braket_sv with global depolarizing noise",
 )
 
 
@@ -97,8 +104,8 @@ class IonQDevice(Device):
             self._device = LocalSimulator("braket_dm" if spec.noisy else "braket_sv")
         self._statevector = LocalSimulator("braket_sv")
 
-    def _circuit(self, qasm: str, shots: int) -> Circuit:
-        return checked(qasm, shots, self.spec, terminal_only=True)
+    def _circuit(self, circuit: Circuit, shots: int) -> Circuit:
+        return checked(circuit, shots, self.spec, terminal_only=True)
 
     def _exact_noise(self, circuit: Circuit) -> bool:
         return (self.spec.noisy and len(circuit.active_qubits) <= self.MAX_DENSITY_QUBITS
@@ -127,8 +134,8 @@ class IonQDevice(Device):
             program.apply_readout_noise(Noise.BitFlip(ARIA_READOUT_ERROR))
         return program, index
 
-    def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
-        circuit = self._circuit(qasm, shots)
+    def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
+        circuit = self._circuit(circuit, shots)
         natives = ionq_natives(circuit.ops)
         depth, two_q = stats(natives)
         started = time.perf_counter()
@@ -165,8 +172,8 @@ class IonQDevice(Device):
         position = {q: k - 1 - j for j, q in enumerate(qubits)}  # bit of the state index holding each qubit
         return sample_counts(tensor.reshape(-1), position, measured, circuit.num_clbits, shots, rng)
 
-    def assess(self, qasm: str, shots: int) -> Assessment:
-        circuit = self._circuit(qasm, shots)
+    def assess(self, circuit: Circuit, shots: int) -> Assessment:
+        circuit = self._circuit(circuit, shots)
         natives = ionq_natives(circuit.ops)
         depth, two_q = stats(natives)
         if not self.spec.noisy:

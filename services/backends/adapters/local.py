@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from collections.abc import Iterable
 
-from services.backends.adapters.qiskit_common import counts_of, load
+from services.backends.adapters.qiskit_common import counts_of, to_qiskit
+from services.backends.domain.circuit import Circuit
 from services.backends.domain.device import Assessment, Calibration, Device, DeviceSpec, PriceModel, RunResult
 from services.backends.domain.emulation import checked
+
+#: Aer's statevector over 24 qubits is 256 MiB; the work bound keeps a run to seconds on two cores.
+MAX_ACTIVE_QUBITS = 24
+MAX_WORK = 4e10
 
 SPEC = DeviceSpec(
     id="local_simulator",
@@ -27,6 +31,9 @@ SPEC = DeviceSpec(
     price=PriceModel(0.0, 0.0, source="runs on the qnet cluster itself: no provider charge"),
     description="Qiskit Aer statevector simulation, no noise; supports mid-circuit measurement and if",
     connectivity="all_to_all",
+    max_active_qubits=MAX_ACTIVE_QUBITS,
+    max_work=MAX_WORK,
+    emulation="Aer statevector",
 )
 
 
@@ -36,28 +43,26 @@ class LocalSimulator(Device):
     def __init__(self) -> None:
         from qiskit_aer import AerSimulator
 
-        self._simulator = AerSimulator(method="automatic")
-        self._lock = threading.Lock()
+        self._simulator = AerSimulator(method="statevector")
 
-    def _compiled(self, qasm: str, shots: int):  # noqa: ANN202
-        from qiskit import transpile
+    def _checked(self, circuit: Circuit, shots: int) -> Circuit:
+        # Mid-circuit measurement, reset and `if` make Aer simulate shot by shot.
+        sampled = circuit.measurements_are_terminal and not circuit.has_reset
+        return checked(circuit, shots, self.spec, shot_by_shot=not sampled)
 
-        circuit = checked(qasm, shots, self.spec)
-        compiled = transpile(load(qasm, circuit), self._simulator, optimization_level=0)
-        return circuit, compiled
-
-    def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
-        circuit, compiled = self._compiled(qasm, shots)
+    def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
+        self._checked(circuit, shots)
+        program = to_qiskit(circuit)  # every intrinsic gate is one Aer runs natively: nothing to transpile
         started = time.perf_counter()
         options = {"shots": shots} | ({"seed_simulator": seed} if seed else {})
-        raw = self._simulator.run(compiled, **options).result().get_counts() if circuit.num_clbits else {}
+        raw = self._simulator.run(program, **options).result().get_counts() if circuit.num_clbits else {}
         counts = counts_of(raw, circuit.num_clbits) if circuit.num_clbits else {"": shots}
-        return RunResult(counts, shots, compiled.depth(), compiled.num_nonlocal_gates(),
+        return RunResult(counts, shots, program.depth(), program.num_nonlocal_gates(),
                          time.perf_counter() - started)
 
-    def assess(self, qasm: str, shots: int) -> Assessment:
-        _, compiled = self._compiled(qasm, shots)
-        return Assessment(compiled.depth(), compiled.num_nonlocal_gates(), 0.0, 1.0)
+    def assess(self, circuit: Circuit, shots: int) -> Assessment:
+        self._checked(circuit, shots)
+        return Assessment(circuit.depth(), circuit.two_qubit_gates, 0.0, 1.0)
 
 
 def devices(ids: Iterable[str]) -> dict[str, Device]:

@@ -54,6 +54,9 @@ MEDIAN_1Q_ERROR, MEDIAN_CZ_ERROR, MEDIAN_READOUT_ERROR = 0.003, 0.055, 0.05
 MEDIAN_T1_US, MEDIAN_T2_US = 30.0, 20.0
 #: Density matrices grow as 4^n: beyond this many active qubits the wavefunction path is used.
 MAX_DENSITY_QUBITS = 6
+#: The wavefunction path (numpy tensor contractions, one core) is bounded so that a run takes seconds.
+MAX_ACTIVE_QUBITS = 20
+MAX_WORK = 2e9
 
 
 def aspen_lattice() -> tuple[tuple[int, int], ...]:
@@ -97,7 +100,8 @@ def _spec() -> DeviceSpec:
         simulator=False, noisy=True, supports_classical_control=False, calibration=aspen_calibration(edges),
         price=PriceModel(0.30, 0.00035, source="Amazon Braket pricing for Rigetti: $0.30 per task + $0.00035/shot"),
         description="pyQuil density-matrix emulation of Aspen-M-3: octagonal lattice, RX/RZ/CZ, calibrated noise",
-        connectivity="octagonal",
+        connectivity="octagonal", max_active_qubits=MAX_ACTIVE_QUBITS, max_work=MAX_WORK,
+        emulation="pyQuil gates on a density matrix up to 6 qubits, else a wavefunction",
     )
 
 
@@ -120,20 +124,21 @@ class RigettiAspen(Device):
             self._qc = get_qc("Aspen-M-3")
 
     def _compile(
-        self, qasm: str, shots: int
+        self, circuit: Circuit, shots: int
     ) -> tuple[Circuit, list[Op], dict[int, int], list[Op], dict[int, int]]:
         """(circuit, natives on physical qubits, clbit -> physical qubit, natives on logical qubits, final
         logical -> physical layout)."""
-        circuit = checked(qasm, shots, self.spec, terminal_only=True)
+        checked(circuit, shots, self.spec, terminal_only=True)
+        fixed = list(range(circuit.num_qubits)) if circuit.physical else None
         routed, layout, logical = route(list(circuit.ops), circuit.num_qubits, self.spec.coupling_map,
-                                        self.spec.num_qubits, self._preferred)
+                                        self.spec.num_qubits, self._preferred, fixed)
         measured = {op.clbits[0]: op.qubits[0] for op in routed if op.name == "measure"}
         natives = rigetti_natives([op for op in routed if op.name != "measure"])
         logical_natives = rigetti_natives([op for op in logical if op.name != "measure"])
         return circuit, natives, measured, logical_natives, layout
 
-    def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
-        circuit, natives, _, logical_natives, layout = self._compile(qasm, shots)
+    def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
+        circuit, natives, _, logical_natives, layout = self._compile(circuit, shots)
         depth, two_q = stats(natives)
         started = time.perf_counter()
         rng = np.random.default_rng(seed)
@@ -206,8 +211,8 @@ class RigettiAspen(Device):
         # Flatten with qubit 0 as the least significant bit of the index.
         return np.clip(noisy.transpose(list(reversed(range(n)))).reshape(-1), 0.0, None)
 
-    def assess(self, qasm: str, shots: int) -> Assessment:
-        _, natives, measured, _, _ = self._compile(qasm, shots)
+    def assess(self, circuit: Circuit, shots: int) -> Assessment:
+        _, natives, measured, _, _ = self._compile(circuit, shots)
         depth, two_q = stats(natives)
         shot_s = circuit_duration_s(natives, self.spec.calibration) + READOUT_NS * 1e-9
         seconds = estimated_execution_s(shots, shot_s, 100e-6, 1.0)

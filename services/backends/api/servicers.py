@@ -14,6 +14,7 @@ from qnet_common import errors
 from qnet_common.grpcserver import current_caller
 from services.backends import metrics
 from services.backends.api import convert
+from services.backends.domain.circuit import Circuit
 from services.backends.domain.fleet import Fleet
 
 
@@ -70,8 +71,10 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
     async def RunCircuit(self, request, context):  # noqa: ANN001, N802
         self._internal_only()
         try:
+            self._fleet.device(request.device_id)
+            circuit = await self._fleet.read(request.qasm, self._executor)
             run = await self._fleet.run(
-                request.device_id, request.qasm, request.shots, request.task_id or f"task_{id(request)}",
+                request.device_id, circuit, request.shots, request.task_id or f"task_{id(request)}",
                 request.seed or None,
             )
         except errors.QnetError as error:
@@ -97,15 +100,14 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         ids = list(request.device_ids) or list(self._fleet.devices)
         for device_id in ids:
             self._fleet.device(device_id)
-        results = await asyncio.gather(
-            *(self._assess(d, request.qasm, request.shots) for d in ids)
-        )
+        circuit = await self._fleet.read(request.qasm, self._executor)
+        results = await asyncio.gather(*(self._assess(d, circuit, request.shots) for d in ids))
         return ds.AssessCircuitResponse(assessments=results)
 
-    async def _assess(self, device_id: str, qasm: str, shots: int) -> ds.CircuitAssessment:
+    async def _assess(self, device_id: str, circuit: Circuit, shots: int) -> ds.CircuitAssessment:
         spec = self._fleet.device(device_id).spec
         try:
-            found = await self._fleet.assess(device_id, qasm, shots, self._executor)
+            found = await self._fleet.assess(device_id, circuit, shots, self._executor)
         except (errors.CircuitTooLarge, errors.UnsupportedInstruction, errors.InvalidShots) as error:
             return ds.CircuitAssessment(device_id=device_id, runnable=False, reason=f"{error.code}: {error.message}",
                                         currency=spec.price.currency)

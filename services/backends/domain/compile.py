@@ -7,7 +7,6 @@ cloud), so that they too report a compiled depth and two-qubit gate count, and s
 
 from __future__ import annotations
 
-import cmath
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -15,64 +14,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from services.backends.domain.circuit import Circuit, Op
+from services.backends.domain.gates import one_qubit_matrix, zyz_angles
 
 _I = np.eye(2, dtype=complex)
-_H = np.array([[1, 1], [1, -1]], dtype=complex) / math.sqrt(2)
-
-
-def _rx(t: float) -> np.ndarray:
-    return np.array([[math.cos(t / 2), -1j * math.sin(t / 2)], [-1j * math.sin(t / 2), math.cos(t / 2)]])
-
-
-def _ry(t: float) -> np.ndarray:
-    return np.array([[math.cos(t / 2), -math.sin(t / 2)], [math.sin(t / 2), math.cos(t / 2)]], dtype=complex)
-
-
-def _rz(t: float) -> np.ndarray:
-    return np.array([[cmath.exp(-1j * t / 2), 0], [0, cmath.exp(1j * t / 2)]])
-
-
-def _u(theta: float, phi: float, lam: float) -> np.ndarray:
-    return np.array([
-        [math.cos(theta / 2), -cmath.exp(1j * lam) * math.sin(theta / 2)],
-        [cmath.exp(1j * phi) * math.sin(theta / 2), cmath.exp(1j * (phi + lam)) * math.cos(theta / 2)],
-    ])
-
-
-def one_qubit_matrix(op: Op) -> np.ndarray:
-    name, p = op.name, op.params
-    fixed = {
-        "id": _I, "x": np.array([[0, 1], [1, 0]], dtype=complex), "y": np.array([[0, -1j], [1j, 0]]),
-        "z": np.diag([1, -1]).astype(complex), "h": _H, "s": np.diag([1, 1j]), "sdg": np.diag([1, -1j]),
-        "t": np.diag([1, cmath.exp(1j * math.pi / 4)]), "tdg": np.diag([1, cmath.exp(-1j * math.pi / 4)]),
-        "sx": np.array([[1 + 1j, 1 - 1j], [1 - 1j, 1 + 1j]]) / 2,
-        "sxdg": np.array([[1 - 1j, 1 + 1j], [1 + 1j, 1 - 1j]]) / 2,
-    }
-    if name in fixed:
-        return fixed[name]
-    if name == "rx":
-        return _rx(p[0])
-    if name == "ry":
-        return _ry(p[0])
-    if name == "rz":
-        return _rz(p[0])
-    if name == "p":
-        return np.diag([1, cmath.exp(1j * p[0])])
-    if name == "u":
-        return _u(*p)
-    raise ValueError(f"not a one-qubit gate: {name}")
-
-
-def zyz_angles(u: np.ndarray) -> tuple[float, float, float]:
-    """(a, b, c) with u = e^{i g} RZ(a) RY(b) RZ(c)."""
-    det = np.linalg.det(u)
-    su = u / cmath.sqrt(det)
-    b = 2 * math.atan2(abs(su[1, 0]), abs(su[0, 0]))
-    plus = cmath.phase(su[1, 1]) if abs(su[1, 1]) > 1e-12 else 0.0
-    minus = cmath.phase(su[1, 0]) if abs(su[1, 0]) > 1e-12 else 0.0
-    a = plus + minus
-    c = plus - minus
-    return a, b, c
 
 
 def to_basis(ops: Iterable[Op]) -> list[Op]:
@@ -98,6 +42,14 @@ def to_basis(ops: Iterable[Op]) -> list[Op]:
         elif name == "crx":
             seq = [("h", (q[1],), ()), ("rz", (q[1],), (p[0] / 2,)), ("cx", q, ()), ("rz", (q[1],), (-p[0] / 2,)),
                    ("cx", q, ()), ("h", (q[1],), ())]
+        elif name == "csx":  # sx = H S H
+            seq = [("h", (q[1],), ()), ("p", (q[0],), (math.pi / 4,)), ("cx", q, ()), ("p", (q[1],), (-math.pi / 4,)),
+                   ("cx", q, ()), ("p", (q[1],), (math.pi / 4,)), ("h", (q[1],), ())]
+        elif name == "cu":  # controlled e^{iγ} U(θ, φ, λ)
+            theta, phi, lam, gamma = p
+            seq = [("p", (q[0],), (gamma + (lam + phi) / 2,)), ("p", (q[1],), ((lam - phi) / 2,)), ("cx", q, ()),
+                   ("u", (q[1],), (-theta / 2, 0.0, -(phi + lam) / 2)), ("cx", q, ()),
+                   ("u", (q[1],), (theta / 2, phi, 0.0))]
         elif name == "cp":
             seq = [("p", (q[0],), (p[0] / 2,)), ("cx", q, ()), ("p", (q[1],), (-p[0] / 2,)), ("cx", q, ()),
                    ("p", (q[1],), (p[0] / 2,))]
@@ -129,12 +81,14 @@ ROUTE_SWAP = "route_swap"
 
 
 def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]] | None,
-          device_qubits: int, preferred: Sequence[int] = ()) -> tuple[list[Op], dict[int, int], list[Op]]:
+          device_qubits: int, preferred: Sequence[int] = (), fixed: Sequence[int] | None = None,
+          ) -> tuple[list[Op], dict[int, int], list[Op]]:
     """Places logical qubits on a connected set of physical qubits and inserts SWAPs for distant pairs.
 
     Returns the ops on physical qubits, the final logical -> physical layout (measurements follow it), and the
     same ops on logical qubits with each inserted SWAP as a ROUTE_SWAP marker on the logical qubits it moved.
-    With `coupling` None (all-to-all) the layout is the identity.
+    With `coupling` None (all-to-all) the layout is the identity; `fixed` gives the initial layout (logical
+    qubit i on physical qubit fixed[i]), as for a circuit written on physical qubits.
     """
     if coupling is None:
         return list(ops), {q: q for q in range(num_qubits)}, list(ops)
@@ -142,7 +96,7 @@ def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]
     for a, b in coupling:
         neighbours[a].add(b)
         neighbours[b].add(a)
-    layout = _initial_layout(ops, num_qubits, neighbours, preferred)
+    layout = dict(enumerate(fixed)) if fixed is not None else _initial_layout(ops, num_qubits, neighbours, preferred)
     where = {physical: logical for logical, physical in layout.items()}
     out: list[Op] = []
     logical_ops: list[Op] = []
@@ -242,7 +196,7 @@ def merge_one_qubit(ops: Sequence[Op]) -> list[tuple[str, tuple[int, ...], objec
     for op in ops:
         if len(op.qubits) == 1 and op.name not in ("measure", "reset", ROUTE_SWAP) and op.condition is None:
             q = op.qubits[0]
-            pending[q] = one_qubit_matrix(op) @ pending.get(q, _I)
+            pending[q] = one_qubit_matrix(op.name, op.params) @ pending.get(q, _I)
             continue
         flush(op.qubits)
         out.append((op.name, op.qubits, op))

@@ -10,6 +10,8 @@ import abc
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from services.backends.domain.circuit import Circuit
+
 DEVICE_STATUSES = ("online", "offline", "maintenance")
 
 
@@ -80,6 +82,12 @@ class DeviceSpec:
     description: str = ""
     #: all_to_all, heavy_hex, octagonal or square.
     connectivity: str = "all_to_all"
+    #: What the emulation simulates in bounded time and memory: qubits a circuit acts on, and the work of one
+    #: run in amplitude updates (operations x 2^active qubits, x shots where the method samples shot by shot).
+    #: Larger circuits are refused up front with CIRCUIT_TOO_LARGE.
+    max_active_qubits: int = 0
+    max_work: float = 0.0
+    emulation: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,21 +116,24 @@ class Assessment:
 
 
 class Device(abc.ABC):
-    """A runnable device. `run` is blocking and CPU bound: callers run it off the event loop."""
+    """A runnable device. `run` is blocking and CPU bound: callers run it off the event loop.
+
+    Devices take the circuit as read once by the front door (`domain.qasm.parse`); none reads text again.
+    """
 
     spec: DeviceSpec
 
     @abc.abstractmethod
-    def run(self, qasm: str, shots: int, seed: int | None = None) -> RunResult:
-        """Parse, validate, compile to the device and execute.
+    def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
+        """Validate, compile to the device and execute.
 
-        Raises qnet_common.errors.InvalidQasm (message with line and column), CircuitTooLarge,
-        InvalidShots or UnsupportedInstruction for input the device cannot take.
+        Raises qnet_common.errors.CircuitTooLarge, InvalidShots or UnsupportedInstruction for a circuit the
+        device cannot take.
         """
 
     @abc.abstractmethod
-    def assess(self, qasm: str, shots: int) -> Assessment:
-        """Parse, validate and compile without executing (same errors as `run`).
+    def assess(self, circuit: Circuit, shots: int) -> Assessment:
+        """Validate and compile without executing (same errors as `run`).
 
         Used by the scheduler's best_fidelity and cost_optimized strategies and by POST /estimate.
         """

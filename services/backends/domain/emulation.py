@@ -7,16 +7,20 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from qnet_common import errors
-from services.backends.domain.circuit import Circuit, Op, parse
+from services.backends.domain.circuit import Circuit, Op
 from services.backends.domain.device import Calibration, DeviceSpec
 
 
-def checked(qasm: str, shots: int, spec: DeviceSpec, *, terminal_only: bool = False) -> Circuit:
-    """Parses and checks a circuit against a device; raises the documented 400 errors."""
+def checked(circuit: Circuit, shots: int, spec: DeviceSpec, *, terminal_only: bool = False,
+            shot_by_shot: bool = False) -> Circuit:
+    """Checks a circuit against a device; raises the documented 400 errors.
+
+    `shot_by_shot`: the emulation simulates each shot on its own (noise sampled per trajectory), so its work
+    grows with the shots.
+    """
     if not 1 <= shots <= spec.max_shots:
         raise errors.InvalidShots(f"shots={shots} is out of range for {spec.id}: send 1 to {spec.max_shots}",
                                   backend=spec.id)
-    circuit = parse(qasm)
     if circuit.num_qubits > spec.num_qubits:
         raise errors.CircuitTooLarge(
             f"the circuit declares {circuit.num_qubits} qubits but {spec.id} has {spec.num_qubits}; use a wider"
@@ -29,6 +33,19 @@ def checked(qasm: str, shots: int, spec: DeviceSpec, *, terminal_only: bool = Fa
         raise errors.UnsupportedInstruction(
             f"{spec.id} runs only circuits whose measurements come last and that have no reset; use"
             " local_simulator or an IBM backend for mid-circuit measurement", backend=spec.id)
+    active = len(circuit.active_qubits)
+    if spec.max_active_qubits and active > spec.max_active_qubits:
+        raise errors.CircuitTooLarge(
+            f"the circuit acts on {active} qubits; {spec.id} ({spec.emulation}) simulates at most"
+            f" {spec.max_active_qubits} in bounded time and memory: use fewer qubits or another backend",
+            backend=spec.id)
+    work = len(circuit.ops) * 2.0**active * (shots if shot_by_shot else 1)
+    if spec.max_work and work > spec.max_work:
+        per_shot = " x shots" if shot_by_shot else ""
+        raise errors.CircuitTooLarge(
+            f"the circuit has {len(circuit.ops)} operations on {active} qubits: {work:.2g} amplitude updates"
+            f" (operations x 2^qubits{per_shot}); {spec.id} ({spec.emulation}) runs at most {spec.max_work:.2g}:"
+            " use fewer qubits, operations or shots, or another backend", backend=spec.id)
     return circuit
 
 

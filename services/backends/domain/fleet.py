@@ -9,9 +9,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from qnet_common import errors
+from qnet_common.cache import BytesLRU
+from services.backends.domain.circuit import Circuit
 from services.backends.domain.device import DEVICE_STATUSES, Assessment, Device, RunResult
+from services.backends.domain.qasm import fingerprint, parse
 from services.backends.domain.queue import DeviceQueue
 
+#: Parsed circuits kept for repeated submissions and for assessing one circuit on every device.
+CIRCUIT_CACHE_BYTES = 64 << 20
 #: Faults an operator or a resilience test can inject per device (QNET_FAULTS=ibm_brisbane=unavailable).
 FAULTS = ("unavailable", "error", "slow")
 
@@ -35,6 +40,8 @@ class Fleet:
         on_status: Callable[[str, str], None] | None = None,
     ) -> None:
         self.devices = dict(devices)
+        self._executor = executor
+        self._circuits: BytesLRU[Circuit] = BytesLRU(CIRCUIT_CACHE_BYTES, Circuit.approximate_bytes)
         self.queues = {
             device_id: DeviceQueue(device_id, executor, concurrency=1, max_queue_depth=200)
             for device_id in self.devices
@@ -57,7 +64,17 @@ class Fleet:
                 f"backend {device_id!r} not found; known backends: {known}", backend=device_id
             ) from None
 
-    async def run(self, device_id: str, qasm: str, shots: int, task_id: str, seed: int | None) -> Run:
+    async def read(self, qasm: str, executor: Executor | None = None) -> Circuit:
+        """The one reading of a circuit text, shared by every device (off the event loop, cached in bytes)."""
+        key = fingerprint(qasm)
+        found = self._circuits.get(key)
+        if found is None:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(executor or self._executor, parse, qasm)
+            self._circuits.put(key, found)
+        return found
+
+    async def run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
         device = self.device(device_id)
         status = self.statuses[device_id]
         if status != "online":
@@ -70,14 +87,14 @@ class Fleet:
         if fault == "slow":
             await asyncio.sleep(2 + random.random())
         result, queue_s, execution_s = await self.queues[device_id].run(
-            task_id, shots, lambda: device.run(qasm, shots, seed)
+            task_id, shots, lambda: device.run(circuit, shots, seed)
         )
         return Run(result, queue_s, execution_s)
 
-    async def assess(self, device_id: str, qasm: str, shots: int, executor: Executor) -> Assessment:
+    async def assess(self, device_id: str, circuit: Circuit, shots: int, executor: Executor) -> Assessment:
         device = self.device(device_id)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, device.assess, qasm, shots)
+        return await loop.run_in_executor(executor, device.assess, circuit, shots)
 
     def cancel(self, task_id: str) -> bool:
         return any(queue.cancel(task_id) for queue in self.queues.values())
