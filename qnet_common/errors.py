@@ -175,6 +175,14 @@ class Internal(QnetError):
     grpc_code = "INTERNAL"
 
 
+def from_code(code: str, message: str) -> QnetError:
+    """The documented error of this code (Internal for a code that is not documented)."""
+    for cls in all_error_types():
+        if cls.code == code:
+            return cls(message)
+    return Internal(message)
+
+
 def all_error_types() -> list[type[QnetError]]:
     """Every concrete documented error type, for docs and the tests that cover each one end to end."""
     seen: list[type[QnetError]] = []

@@ -33,12 +33,14 @@ class BackendsComponent:
         self._db = Database(settings.db_url)
         self._statuses = StatusStore(self._db)
         self._executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="device")
+        # Circuits are read on a thread of their own: a queue of hostile texts cannot hold up device tasks.
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
         devices = build_devices(settings.devices or None)
         stored = self._statuses.load()
         for device_id, status in settings.device_status.items():
             stored[device_id] = status  # the environment wins at start
         self.fleet = Fleet(
-            devices, self._executor, stored, settings.faults, on_status=self._statuses.save
+            devices, self._executor, stored, settings.faults, on_status=self._statuses.save, reader=self._reader
         )
         for device_id, status in settings.device_status.items():
             if device_id in devices:
@@ -57,6 +59,7 @@ class BackendsComponent:
     async def stop(self, grace: float) -> None:
         """In-flight tasks finish within the server's grace; then the executor and database close."""
         await asyncio.to_thread(self._executor.shutdown, wait=False, cancel_futures=True)
+        await asyncio.to_thread(self._reader.shutdown, wait=False, cancel_futures=True)
         self._db.close()
 
 

@@ -45,7 +45,7 @@ NOISE_CACHE_BYTES = 16 << 20
 #: Aer samples noisy circuits shot by shot (trajectories): bounded by active qubits and by
 #: operations x 2^qubits x shots.
 MAX_ACTIVE_QUBITS = 20
-MAX_WORK = 2e10
+MAX_WORK = 2.5e9
 
 FAKES = {
     "ibm_brisbane": ("FakeBrisbane", "IBM Brisbane (Eagle r3)", "ECR, RZ, SX, X on a heavy-hex lattice"),

@@ -60,7 +60,7 @@ def _aria_calibration(num_qubits: int) -> Calibration:
 
 #: braket_sv keeps 2^n amplitudes and passes over all of them per gate (numpy, one core): bounded so that a
 #: run takes seconds.
-MAX_ACTIVE_QUBITS = 22
+MAX_ACTIVE_QUBITS = 25
 MAX_WORK = 2e9
 
 SIMULATOR_SPEC = DeviceSpec(

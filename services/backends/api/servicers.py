@@ -72,7 +72,7 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         self._internal_only()
         try:
             self._fleet.device(request.device_id)
-            circuit = await self._fleet.read(request.qasm, self._executor)
+            circuit = await self._fleet.read(request.qasm)
             run = await self._fleet.run(
                 request.device_id, circuit, request.shots, request.task_id or f"task_{id(request)}",
                 request.seed or None,
@@ -100,7 +100,7 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         ids = list(request.device_ids) or list(self._fleet.devices)
         for device_id in ids:
             self._fleet.device(device_id)
-        circuit = await self._fleet.read(request.qasm, self._executor)
+        circuit = await self._fleet.read(request.qasm)
         results = await asyncio.gather(*(self._assess(d, circuit, request.shots) for d in ids))
         return ds.AssessCircuitResponse(assessments=results)
 
@@ -110,7 +110,7 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
             found = await self._fleet.assess(device_id, circuit, shots, self._executor)
         except (errors.CircuitTooLarge, errors.UnsupportedInstruction, errors.InvalidShots) as error:
             return ds.CircuitAssessment(device_id=device_id, runnable=False, reason=f"{error.code}: {error.message}",
-                                        currency=spec.price.currency)
+                                        currency=spec.price.currency, refusal_code=error.code)
         return ds.CircuitAssessment(
             device_id=device_id,
             runnable=True,

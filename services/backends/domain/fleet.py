@@ -38,10 +38,12 @@ class Fleet:
         statuses: Mapping[str, str],
         faults: Mapping[str, str] | None = None,
         on_status: Callable[[str, str], None] | None = None,
+        reader: Executor | None = None,
     ) -> None:
         self.devices = dict(devices)
-        self._executor = executor
-        self._circuits: BytesLRU[Circuit] = BytesLRU(CIRCUIT_CACHE_BYTES, Circuit.approximate_bytes)
+        self._reader = reader or executor
+        # Readings and refusals: a refused text resubmitted (a retry, a batch) is refused without reading again.
+        self._circuits: BytesLRU[Circuit | errors.QnetError] = BytesLRU(CIRCUIT_CACHE_BYTES, _reading_bytes)
         self.queues = {
             device_id: DeviceQueue(device_id, executor, concurrency=1, max_queue_depth=200)
             for device_id in self.devices
@@ -64,14 +66,19 @@ class Fleet:
                 f"backend {device_id!r} not found; known backends: {known}", backend=device_id
             ) from None
 
-    async def read(self, qasm: str, executor: Executor | None = None) -> Circuit:
+    async def read(self, qasm: str) -> Circuit:
         """The one reading of a circuit text, shared by every device (off the event loop, cached in bytes)."""
         key = fingerprint(qasm)
         found = self._circuits.get(key)
         if found is None:
             loop = asyncio.get_running_loop()
-            found = await loop.run_in_executor(executor or self._executor, parse, qasm)
+            try:
+                found = await loop.run_in_executor(self._reader, parse, qasm)
+            except errors.QnetError as refusal:
+                found = refusal
             self._circuits.put(key, found)
+        if isinstance(found, errors.QnetError):
+            raise type(found)(found.message, **found.metadata)
         return found
 
     async def run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
@@ -105,6 +112,10 @@ class Fleet:
         self.statuses[device_id] = status
         if self._on_status is not None:
             self._on_status(device_id, status)
+
+
+def _reading_bytes(reading: Circuit | errors.QnetError) -> int:
+    return reading.approximate_bytes() if isinstance(reading, Circuit) else 200 + len(reading.message)
 
 
 def _check_status(device_id: str, status: str) -> None:

@@ -81,6 +81,11 @@ INTRINSIC: dict[str, Intrinsic] = {
 #: Names the standard headers use for intrinsic gates (OpenQASM 2's qelib1.inc and 3's stdgates.inc).
 ALIASES = {"U": "u", "u3": "u", "u1": "p", "phase": "p", "CX": "cx", "cnot": "cx", "cu1": "cp", "cphase": "cp",
            "toffoli": "ccx", "fredkin": "cswap", "i": "id"}
+#: Header gates that are an intrinsic gate with other parameters: name -> (parameters, intrinsic, mapping).
+DERIVED: dict[str, tuple[int, str, Callable[..., tuple[float, ...]]]] = {
+    "u2": (2, "u", lambda phi, lam: (math.pi / 2, phi, lam)),
+    "u0": (1, "id", lambda _gamma: ()),
+}
 #: One-qubit gates whose inverse is another named gate; rotations invert by negating the angle.
 _INVERSE_NAME = {"s": "sdg", "sdg": "s", "t": "tdg", "tdg": "t", "sx": "sxdg", "sxdg": "sx",
                  "id": "id", "x": "x", "y": "y", "z": "z", "h": "h"}
@@ -117,28 +122,38 @@ def inverse_1q(name: str, params: Sequence[float]) -> tuple[str, tuple[float, ..
 
 
 def matrix_power(matrix: np.ndarray, exponent: float) -> np.ndarray:
-    """The principal power of a unitary (eigenphases in (-π, π], scaled)."""
+    """The principal power of a unitary (eigenphases in (-π, π], scaled); cached, as loops repeat them."""
+    return _power_of(_key(matrix), float(exponent))
+
+
+def _key(matrix: np.ndarray) -> bytes:
+    return np.ascontiguousarray(matrix, dtype=complex).tobytes()
+
+
+@functools.lru_cache(maxsize=1024)
+def _power_of(key: bytes, exponent: float) -> np.ndarray:
+    matrix = np.frombuffer(key, dtype=complex).reshape(2, 2)
     values, vectors = np.linalg.eig(matrix)
     # A unitary is normal: orthonormalise the eigenvectors so that the result stays unitary.
     vectors, _ = np.linalg.qr(vectors)
     phases = np.angle(np.diag(vectors.conj().T @ matrix @ vectors))
-    return vectors @ np.diag(np.exp(1j * exponent * phases)) @ vectors.conj().T
+    result = vectors @ np.diag(np.exp(1j * exponent * phases)) @ vectors.conj().T
+    result.setflags(write=False)
+    return result
 
 
 def matrix_sqrt(matrix: np.ndarray) -> np.ndarray:
-    return _sqrt_of(np.round(matrix, 12).tobytes())
-
-
-@functools.lru_cache(maxsize=256)
-def _sqrt_of(key: bytes) -> np.ndarray:
-    """Square roots recur (the controls of one gate need the same ones again and again): cached by matrix."""
-    root = matrix_power(np.frombuffer(key, dtype=complex).reshape(2, 2), 0.5)
-    root.setflags(write=False)
-    return root
+    return matrix_power(matrix, 0.5)
 
 
 def cu_params(matrix: np.ndarray) -> tuple[float, float, float, float]:
     """(θ, φ, λ, γ) with matrix = e^{iγ} U(θ, φ, λ), exactly."""
+    return _cu_params_of(_key(matrix))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cu_params_of(key: bytes) -> tuple[float, float, float, float]:
+    matrix = np.frombuffer(key, dtype=complex).reshape(2, 2)
     m00, m01, m10, m11 = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
     theta = 2 * math.atan2(abs(m10), abs(m00))
     if abs(m00) > 1e-12:

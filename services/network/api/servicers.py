@@ -87,6 +87,7 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
                 backend=name, status=by_id[name].status, position=i, estimated_wait_s=by_id[name].estimated_wait_s,
                 success_probability=assessments[name].estimated_success_probability, cost=assessments[name].cost,
                 runnable=assessments[name].runnable, note=assessments[name].reason,
+                refusal=assessments[name].refusal_code,
             )
             for i, name in enumerate(names)
         ]

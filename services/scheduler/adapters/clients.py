@@ -50,7 +50,7 @@ class DeviceClient:
             raise _unavailable(error) from None
         return {
             a.device_id: Assessment(a.device_id, a.runnable, a.reason, a.cost, a.estimated_execution_s,
-                                    a.estimated_success_probability)
+                                    a.estimated_success_probability, a.refusal_code)
             for a in response.assessments
         }
 

@@ -321,6 +321,7 @@ class Engine:
                     cost=found.cost if found else 0.0,
                     runnable=bool(found and found.runnable and info),
                     note=(found.reason if found else "not assessed") if not (found and found.runnable) else "",
+                    refusal=found.refusal_code if found else "",
                 )
             )
         return result

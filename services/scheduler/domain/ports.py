@@ -24,6 +24,8 @@ class Assessment:
     cost: float
     estimated_execution_s: float
     success_probability: float
+    #: The documented code when the device refuses the circuit itself (a 400), else empty.
+    refusal_code: str = ""
 
 
 @dataclass(frozen=True)

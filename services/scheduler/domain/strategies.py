@@ -24,6 +24,8 @@ class Candidate:
     cost: float
     runnable: bool
     note: str = ""
+    #: The documented 400 code when the backend refuses the circuit itself (too large, unsupported).
+    refusal: str = ""
 
     @property
     def eligible(self) -> bool:
@@ -39,13 +41,17 @@ class Candidate:
 def choose(strategy: str, candidates: list[Candidate], round_robin_turn: int = 0) -> Selection:
     """Orders the eligible candidates by the strategy; the first is run, the rest are its failovers.
 
-    Raises NoBackends when no candidate is online and able to run the circuit.
+    Raises NoBackends when no candidate is online and able to run the circuit; when every online candidate
+    refuses the circuit itself, raises that refusal instead (a 400: the circuit must change, not the timing).
     """
     if strategy not in STRATEGIES:
         raise errors.InvalidStrategy(f"unknown strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
     eligible = [c for c in candidates if c.eligible]
     if not eligible:
         reasons = "; ".join(f"{c.backend}: {c.why_not}" for c in candidates) or "no backends listed"
+        online = [c for c in candidates if c.status == "online"]
+        if online and all(c.refusal for c in online):
+            raise errors.from_code(online[0].refusal, f"no backend can run this circuit ({reasons})")
         raise errors.NoBackends(f"no backend can run this job ({reasons})")
 
     if strategy == "fastest":

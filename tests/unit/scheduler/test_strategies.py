@@ -11,8 +11,8 @@ from services.scheduler.domain.jobs import batch_status, validate_request
 from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
 
 
-def cand(name, position, *, wait=0.0, fidelity=0.9, cost=1.0, status="online", runnable=True, note=""):
-    return Candidate(name, status, position, wait, fidelity, cost, runnable, note)
+def cand(name, position, *, wait=0.0, fidelity=0.9, cost=1.0, status="online", runnable=True, note="", refusal=""):
+    return Candidate(name, status, position, wait, fidelity, cost, runnable, note, refusal)
 
 
 CANDIDATES = [
@@ -65,6 +65,22 @@ def test_no_eligible_backend_is_no_backends_with_every_reason():
     with pytest.raises(errors.NoBackends) as raised:
         choose("fastest", [cand("a", 0, status="offline"), cand("b", 1, status="maintenance")])
     assert "a: backend is offline" in raised.value.message and "b: backend is maintenance" in raised.value.message
+
+
+def test_a_circuit_every_online_backend_refuses_is_that_400_not_no_backends():
+    too_large = "CIRCUIT_TOO_LARGE: the circuit acts on 24 qubits; ibm_brisbane simulates at most 20"
+    candidates = [cand("ibm_brisbane", 0, runnable=False, note=too_large, refusal="CIRCUIT_TOO_LARGE"),
+                  cand("rigetti_aspen", 1, status="maintenance")]
+    with pytest.raises(errors.CircuitTooLarge) as raised:
+        choose("fastest", candidates)
+    assert raised.value.http_status == 400 and "simulates at most 20" in raised.value.message
+
+
+def test_a_refusal_with_another_backend_merely_offline_is_still_the_circuits_fault_only_when_all_online_refuse():
+    candidates = [cand("a", 0, runnable=False, note="UNSUPPORTED_INSTRUCTION: if", refusal="UNSUPPORTED_INSTRUCTION"),
+                  cand("b", 1, runnable=False, note="busy")]  # online, not runnable, not the circuit's fault
+    with pytest.raises(errors.NoBackends):
+        choose("fastest", candidates)
 
 
 def test_an_unknown_strategy_is_invalid_strategy_naming_the_valid_ones():

@@ -31,6 +31,9 @@ from services.backends.domain.qasm.parser import (
     evaluate_unary,
 )
 
+#: A power: a number, or successive principal powers innermost first (see Expander.powers).
+Power = float | int | tuple[float, ...]
+
 
 class Expander:
     def __init__(self, source: Source) -> None:
@@ -40,6 +43,9 @@ class Expander:
         self.condition: tuple[Clause, ...] | None = None
         self.pos = 0  # the top-level statement being expanded: where budget errors point
         self.override: int | None = None  # inside a header's gate body: report errors at the call
+        #: (definition, parameters) -> its body flattened to (gate, argument positions, parameters), or None
+        #: when modifiers inside make it depend on more than that.
+        self._templates: dict[tuple[int, tuple[float, ...]], list | None] = {}
 
     # --- errors and budgets ---
     def error_at(self, message: str, at: int) -> errors.InvalidArgument:
@@ -160,9 +166,13 @@ class Expander:
             values: range | list = range(first, last + (1 if stride > 0 else -1), stride)
         else:
             values = [self.value(item, env) for item in stmt.values[1]]
-        if len(values) * max(1, len(stmt.body)) > limits.MAX_STEPS - self.steps:
-            raise self.too_large(f"the loop runs {len(values)} times after {self.steps} expansion steps; qnet"
-                                 f" expands at most {limits.MAX_STEPS} steps in a circuit")
+        ops, steps = _lower_bounds(stmt.body)
+        if len(values) * max(1, steps) > limits.MAX_STEPS - self.steps:
+            raise self.too_large(f"the loop runs {len(values)} times, {len(values) * max(1, steps)} expansion steps"
+                                 f" at least; qnet expands at most {limits.MAX_STEPS} steps in a circuit")
+        if len(self.ops) + len(values) * ops > limits.MAX_OPERATIONS:
+            raise self.too_large(f"the loop runs {len(values)} times and emits at least {len(values) * ops}"
+                                 f" operations; qnet runs at most {limits.MAX_OPERATIONS} in a circuit")
         for item in values:
             inner = {**env, stmt.var: item}
             for body_stmt in stmt.body:
@@ -170,7 +180,7 @@ class Expander:
 
     def call(self, stmt: GateCall, env: dict) -> None:
         params = tuple(float(self.value(p, env)) for p in stmt.params)
-        exponent = self.value(stmt.exponent, env)
+        exponent = self.powers(stmt.exponent, env)
         operands = [self.bits(o, env) for o in stmt.operands]
         width = max((len(o) for o in operands), default=1)
         for o in operands:
@@ -187,8 +197,24 @@ class Expander:
                 continue
             self.controlled(stmt.target, params, qubits[n:], qubits[:n], stmt.controls, exponent, ())
 
+    def powers(self, factors: tuple, env: dict) -> Power:
+        """The power a gate is raised to: a number, or the factors innermost first when a fractional power
+        sits outside another (principal powers do not compose: (U^a)^b is U^(ab) only for integer b)."""
+        steps: list[float | int] = []
+        for expr in factors:
+            f = self.value(expr, env)
+            if isinstance(f, float) and f.is_integer():
+                f = int(f)
+            if steps and isinstance(f, int):
+                steps[-1] *= f
+            else:
+                steps.append(f)
+        if not steps:
+            return 1
+        return steps[0] if len(steps) == 1 else tuple(steps)
+
     def controlled(self, target: object, params: tuple[float, ...], qubits: tuple[int, ...],
-                   new_controls: tuple[int, ...], polarity: tuple[bool, ...], exponent: float | int,
+                   new_controls: tuple[int, ...], polarity: tuple[bool, ...], exponent: Power,
                    controls: tuple[int, ...]) -> None:
         """Applies target under the outer `controls` plus `new_controls` (negctrl ones between X gates)."""
         negative = [q for q, positive in zip(new_controls, polarity, strict=True) if not positive]
@@ -200,10 +226,15 @@ class Expander:
 
     # --- gates ---
     def apply(self, target: object, params: tuple[float, ...], qubits: tuple[int, ...],
-              controls: tuple[int, ...], exponent: float | int) -> None:
+              controls: tuple[int, ...], exponent: Power) -> None:
         if target == "gphase":
             if controls:  # a global phase under control is a phase on the (last) control
-                self.apply("p", (params[0] * exponent,), (controls[-1],), controls[:-1], 1)
+                self.apply("p", (params[0] * _product(exponent),), (controls[-1],), controls[:-1], 1)
+            return
+        if isinstance(target, tuple) and target[0] == "derived":  # u2, u0: an intrinsic gate, other parameters
+            _, name = target
+            _, base, mapping = gates.DERIVED[name]
+            self.apply(base, mapping(*params), qubits, controls, exponent)
             return
         if isinstance(target, GateDef):
             self.expand_definition(target, params, qubits, controls, exponent)
@@ -228,46 +259,101 @@ class Expander:
         self.one_qubit(target, params, qubits[0], controls, exponent)
 
     def expand_definition(self, definition: GateDef, params: tuple[float, ...], qubits: tuple[int, ...],
-                          controls: tuple[int, ...], exponent: float | int) -> None:
+                          controls: tuple[int, ...], exponent: Power) -> None:
         if isinstance(exponent, float) and exponent.is_integer():
             exponent = int(exponent)
         if not isinstance(exponent, int):
-            raise self.src.error(f"pow({exponent}) @ {definition.name}: a non-integer power is supported on"
-                                 " one-qubit gates and rotations only", self.pos, errors.UnsupportedInstruction)
+            raise self.src.error(f"pow({_describe(exponent)}) @ {definition.name}: a non-integer power is supported"
+                                 " on one-qubit gates and rotations only", self.pos, errors.UnsupportedInstruction)
         if exponent == 0:
             return
-        if abs(exponent) > 1 and abs(exponent) * len(definition.body) > limits.MAX_STEPS - self.steps:
-            raise self.too_large(f"pow({exponent}) repeats {definition.name} more often than qnet expands")
+        repeats = abs(exponent)
+        if len(self.ops) + definition.size * repeats > limits.MAX_OPERATIONS:
+            raise self.too_large(f"{definition.name} expands to at least {definition.size * repeats} operations;"
+                                 f" qnet runs at most {limits.MAX_OPERATIONS} in a circuit")
+        if self.steps + definition.steps * repeats > limits.MAX_STEPS or repeats * len(definition.body) > \
+                limits.MAX_STEPS - self.steps:
+            raise self.too_large(f"{definition.name} takes more than the {limits.MAX_STEPS} expansion steps qnet"
+                                 " allows a circuit (gate definitions, loops and modifiers)")
         env = dict(zip(definition.params, params, strict=True))
         body = definition.body if exponent > 0 else tuple(reversed(definition.body))
         sign = 1 if exponent > 0 else -1
+        direct = sign > 0 and not controls  # plain intrinsic calls in the body are emitted as they are
         outer_override = self.override
         if definition.source and self.override is None:
             self.override = self.pos
         try:
+            template = self.template(definition, params) if direct else None
+            if template is not None:
+                self.step()
+                for _ in range(exponent):
+                    for name, where, values in template:
+                        self.emit(name, tuple(qubits[k] for k in where), values)
+                return
             for _ in range(abs(exponent)):
                 for call in body:
                     self.step()
                     values = tuple(float(self.value(p, env)) for p in call.params)
-                    inner = self.value(call.exponent, env) * sign
+                    if direct and not call.controls and not call.exponent and isinstance(call.target, str) \
+                            and call.target in gates.INTRINSIC:
+                        self.emit(call.target, tuple(qubits[a.k] for a in call.operands), values)
+                        continue
+                    inner = self.powers(call.exponent, env)
+                    if sign < 0:  # (V^b)^-1 = V^-b: negate the outermost power
+                        inner = (*inner[:-1], -inner[-1]) if isinstance(inner, tuple) else -inner
                     args = tuple(qubits[a.k] for a in call.operands)
                     n = len(call.controls)
                     self.controlled(call.target, values, args[n:], args[:n], call.controls, inner, controls)
         finally:
             self.override = outer_override
 
+    def template(self, definition: GateDef, params: tuple[float, ...]) -> list | None:
+        """The definition's body as intrinsic gates on argument positions, built once per parameter values
+        (a definition calling another twice, sixteen levels deep, costs a list copy per level, not 65,536
+        walks through the modifier machinery). None when a call inside has modifiers."""
+        key = (id(definition), params)
+        if key in self._templates:
+            return self._templates[key]
+        env = dict(zip(definition.params, params, strict=True))
+        flat: list | None = []
+        for call in definition.body:
+            target = call.target
+            if call.controls or call.exponent:
+                flat = None
+                break
+            if target == "gphase":
+                continue  # a global phase with no control on it changes nothing
+            values = tuple(float(self.value(p, env)) for p in call.params)
+            where = tuple(a.k for a in call.operands)
+            if isinstance(target, str) and target in gates.INTRINSIC:
+                flat.append((target, where, values))
+            elif isinstance(target, GateDef):
+                inner = self.template(target, values)
+                if inner is None:
+                    flat = None
+                    break
+                flat.extend((name, tuple(where[k] for k in positions), vals) for name, positions, vals in inner)
+            else:
+                flat = None
+                break
+            if len(flat) > limits.MAX_OPERATIONS:
+                raise self.too_large(f"{definition.name} expands to more than {limits.MAX_OPERATIONS} operations;"
+                                     " qnet runs at most that many in a circuit")
+        self._templates[key] = flat
+        return flat
+
     def composite(self, name: str, params: tuple[float, ...], qubits: tuple[int, ...],
-                  controls: tuple[int, ...], exponent: float | int) -> None:
+                  controls: tuple[int, ...], exponent: Power) -> None:
         if name == "swap":
             if isinstance(exponent, float) and exponent.is_integer():
                 exponent = int(exponent)
             if not isinstance(exponent, int):
-                raise self.src.error(f"pow({exponent}) @ swap: a non-integer power is supported on one-qubit"
-                                     " gates and rotations only", self.pos, errors.UnsupportedInstruction)
+                raise self.src.error(f"pow({_describe(exponent)}) @ swap: a non-integer power is supported on"
+                                     " one-qubit gates and rotations only", self.pos, errors.UnsupportedInstruction)
             if exponent % 2 == 0:
                 return
         else:
-            params = (params[0] * exponent,)
+            params = (params[0] * _product(exponent),)
         if not controls:
             self.emit(name, qubits, params)
             return
@@ -278,12 +364,12 @@ class Expander:
             self.apply(sub, sub_params, tuple(qubits[k] for k in where), controls, 1)
 
     def one_qubit(self, name: str, params: tuple[float, ...], q: int, controls: tuple[int, ...],
-                  exponent: float | int) -> None:
+                  exponent: Power) -> None:
         if exponent == -1:
             name, params = gates.inverse_1q(name, params)
         elif exponent != 1:
-            if name in gates.ROTATIONS:
-                params = (params[0] * exponent,)
+            if name in gates.ROTATIONS:  # a rotation's power scales its angle
+                params = (params[0] * _product(exponent),)
             else:
                 self.unitary(self.power(gates.one_qubit_matrix(name, params), exponent), q, controls)
                 return
@@ -298,7 +384,11 @@ class Expander:
             return
         self.unitary(gates.one_qubit_matrix(name, params), q, controls)
 
-    def power(self, matrix: np.ndarray, exponent: float | int) -> np.ndarray:
+    def power(self, matrix: np.ndarray, exponent: Power) -> np.ndarray:
+        if isinstance(exponent, tuple):
+            for step in exponent:
+                matrix = self.power(matrix, step)
+            return matrix
         if exponent == 1:
             return matrix
         if isinstance(exponent, int) or float(exponent).is_integer():
@@ -316,7 +406,7 @@ class Expander:
             if len(self.ops) + cost > limits.MAX_OPERATIONS:
                 raise self.too_large(f"a gate with {len(controls)} controls expands to {cost} operations; qnet"
                                      f" runs at most {limits.MAX_OPERATIONS} in a circuit")
-        self.step()
+        self.step(2)  # matrix work: about twice an ordinary step
         theta, phi, lam, gamma = gates.cu_params(matrix)
         if not controls:
             self.emit("u", (q,), (theta, phi, lam))
@@ -330,6 +420,43 @@ class Expander:
             self.unitary(root.conj().T, q, (last,))
             self.one_qubit("x", (), last, rest, 1)
             self.unitary(root, q, rest)
+
+
+def _lower_bounds(body: tuple) -> tuple[int, int]:
+    """(operations, steps) a block takes at least: loops with constant bounds multiply their bodies."""
+    ops = steps = 0
+    for stmt in body:
+        if isinstance(stmt, For):
+            inner_ops, inner_steps = _lower_bounds(stmt.body)
+            trips = _constant_trips(stmt.values)
+            ops += trips * inner_ops
+            steps += 1 + trips * inner_steps
+        elif isinstance(stmt, GateCall) and isinstance(stmt.target, GateDef):
+            ops += stmt.target.size
+            steps += 1 + stmt.target.steps
+        elif isinstance(stmt, If):
+            steps += 1
+        else:
+            ops += 0 if isinstance(stmt, GateCall) and stmt.target == "gphase" else 1
+            steps += 1
+    return ops, steps
+
+
+def _constant_trips(values: tuple) -> int:
+    if values[0] == "set":
+        return len(values[1])
+    _, first, last, stride = values
+    if not all(isinstance(v, int) for v in (first, last, stride)) or stride == 0:
+        return 0  # bounds that depend on an outer loop: counted when that loop runs
+    return len(range(first, last + (1 if stride > 0 else -1), stride))
+
+
+def _product(exponent: Power) -> float:
+    return math.prod(exponent) if isinstance(exponent, tuple) else exponent
+
+
+def _describe(exponent: Power) -> str:
+    return " then ".join(map(str, exponent)) if isinstance(exponent, tuple) else str(exponent)
 
 
 @functools.cache

@@ -93,8 +93,8 @@ class GateCall(NamedTuple):
     operands: tuple
     #: One entry per control qubit, in operand order: True for ctrl, False for negctrl.
     controls: tuple[bool, ...]
-    #: The product of inv (-1) and pow(k) modifiers.
-    exponent: object
+    #: The powers of the inv (-1) and pow(k) modifiers, innermost first (empty: none).
+    exponent: tuple
 
 
 class Measure(NamedTuple):
@@ -133,6 +133,10 @@ class GateDef:
     #: Levels of definitions below this one (a body of intrinsic gates only: 1).
     depth: int = 1
     source: str = ""
+    #: Lower bounds of the operations one call emits and the expansion steps it takes (modifiers can only add
+    #: to them), so that an expansion beyond the limits is refused before it starts.
+    size: int = 0
+    steps: int = 0
 
 
 #: Multi-controlled gates of qelib1.inc, run exactly as (base, controls) instead of their phase-free bodies.
@@ -516,6 +520,7 @@ class Parser:
         body = self.block() if self.tok == "{" else self.expect("{")
         self.defining, self.scope = None, set()
         depth = 1 + max((c.target.depth for c in body if isinstance(c.target, GateDef)), default=0)
+        definition.size, definition.steps = _lower_bounds(body)
         if depth > limits.MAX_GATE_DEPTH:
             raise self.fail(f"gate {name!r} nests definitions {depth} deep; qnet expands at most"
                             f" {limits.MAX_GATE_DEPTH} levels", name_at, errors.CircuitTooLarge)
@@ -526,15 +531,15 @@ class Parser:
     def gate_call(self) -> GateCall:
         start = self.i
         controls: list[bool] = []
-        exponent: Expr = 1
+        powers: list[Expr] = []  # outermost first, as written
         while self.tok in ("ctrl", "negctrl", "inv", "pow") and self.toks[self.i + 1] in ("@", "("):
             word = self.tok
             self.i += 1
             if word == "inv":
-                exponent = self._fold("*", exponent, -1)
+                powers.append(-1)
             elif word == "pow":
                 self.expect("(")
-                exponent = self._fold("*", exponent, self.expression())
+                powers.append(self.expression())
                 self.expect(")")
             else:
                 count = 1
@@ -572,7 +577,7 @@ class Parser:
             args = [o.k for o in operands]
             if len(set(args)) != len(args):
                 raise self.fail(f"{name!r} is applied to the same qubit twice", name_at)
-        return GateCall(start, target, tuple(params), tuple(operands), tuple(controls), exponent)
+        return GateCall(start, target, tuple(params), tuple(operands), tuple(controls), tuple(reversed(powers)))
 
     def resolve(self, name: str, at: int) -> tuple[object, int, int]:
         """(target, parameters, qubits) of a gate name: the circuit's definitions first, then qnet's (inside a
@@ -586,6 +591,9 @@ class Parser:
         if canonical in gates.INTRINSIC:
             spec = gates.INTRINSIC[canonical]
             return canonical, spec.params, spec.qubits
+        if name in gates.DERIVED:
+            n_params, _, _ = gates.DERIVED[name]
+            return ("derived", name), n_params, 1
         if name in MULTI_CONTROLLED:
             base, n = MULTI_CONTROLLED[name]
             return ("mc", base, n), 0, n + 1
@@ -808,6 +816,26 @@ class Parser:
         return self.fail(message, at)
 
 
+def _lower_bounds(body: tuple) -> tuple[int, int]:
+    """(operations, steps) a call of a gate with this body takes at least."""
+    size = steps = 0
+    for call in body:
+        repeats = 1
+        for power in call.exponent:
+            if isinstance(power, tuple):
+                repeats = 0  # a power that depends on a parameter may be 0
+            elif isinstance(power, int) or float(power).is_integer():
+                repeats *= abs(int(power))
+        target = call.target
+        if isinstance(target, GateDef):
+            size += target.size * repeats
+            steps += (1 + target.steps) * repeats
+        else:
+            size += 0 if target == "gphase" else min(repeats, 1)
+            steps += 1
+    return size, steps
+
+
 # --- evaluation (shared by folding here and by the expander) ------------------------------------------------
 
 
@@ -933,6 +961,7 @@ def load_library() -> dict[str, GateDef]:
         parser.header = True
         parser.parse()
         for name, definition in parser.gates.items():
-            if name not in gates.INTRINSIC and name not in gates.ALIASES and name not in MULTI_CONTROLLED:
+            if name not in gates.INTRINSIC and name not in gates.ALIASES and name not in MULTI_CONTROLLED \
+                    and name not in gates.DERIVED:
                 library.setdefault(name, definition)
     return library
