@@ -23,6 +23,7 @@ warnings.filterwarnings("ignore")
 from qnet_common import errors  # noqa: E402
 from services.aggregator.domain.aggregation import hellinger_fidelity  # noqa: E402
 from services.backends.adapters.registry import DEVICE_IDS, build_devices  # noqa: E402
+from services.backends.domain.qasm import parse  # noqa: E402
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
 SHOTS = 1024
@@ -43,15 +44,15 @@ def ibm_ratio(devices) -> tuple[str, float, float, float]:  # noqa: ANN001
     from qiskit_ibm_runtime.fake_provider import FakeBrisbane
 
     device = devices["ibm_brisbane"]
-    device.run(BELL, SHOTS)  # compile once (cached), as a running backend has
-    _, compiled = device._compile(BELL)  # noqa: SLF001 - the very circuit the device runs
+    device.run(parse(BELL), SHOTS)  # compile once (cached), as a running backend has
+    compiled = device._compile(parse(BELL), SHOTS)  # noqa: SLF001 - the very circuit the device runs
     backend = FakeBrisbane()
 
     def naive() -> dict[str, int]:
         return AerSimulator.from_backend(backend).run(compiled, shots=SHOTS).result().get_counts()
 
     naive_s, naive_counts = timed(naive, 3)
-    ours_s, ours = timed(lambda: device.run(BELL, SHOTS), 20)
+    ours_s, ours = timed(lambda: device.run(parse(BELL), SHOTS), 20)
     return "ibm_brisbane vs AerSimulator.from_backend(FakeBrisbane())", naive_s, ours_s, hellinger_fidelity(
         naive_counts, ours.counts)
 
@@ -83,7 +84,7 @@ def rigetti_ratio() -> tuple[str, float, float, float]:
 
     loop_s, loop_counts = timed(pyqvm, 3)
     noiseless = RigettiAspen(noiseless=True)
-    ours_s, ours = timed(lambda: noiseless.run(BELL, SHOTS), 20)
+    ours_s, ours = timed(lambda: noiseless.run(parse(BELL), SHOTS), 20)
     return "rigetti_aspen sampler vs PyQVM shot loop (noiseless)", loop_s, ours_s, hellinger_fidelity(
         loop_counts, ours.counts)
 
@@ -99,7 +100,7 @@ def ionq_ratio(devices) -> tuple[str, float, float, float]:  # noqa: ANN001
         return dict(simulator.run(circuit, shots=SHOTS).result().measurement_counts)
 
     braket_s, braket_counts = timed(braket, 20)
-    ours_s, ours = timed(lambda: devices["ionq_simulator"].run(BELL, SHOTS), 20)
+    ours_s, ours = timed(lambda: devices["ionq_simulator"].run(parse(BELL), SHOTS), 20)
     return "ionq_simulator vs Braket LocalSimulator('braket_sv')", braket_s, ours_s, hellinger_fidelity(
         braket_counts, ours.counts)
 
@@ -111,7 +112,7 @@ def qasmbench_table(devices) -> list[str]:  # noqa: ANN001
         for device_id in DEVICE_IDS:
             started = time.perf_counter()
             try:
-                devices[device_id].run(path.read_text(), 256, seed=1)
+                devices[device_id].run(parse(path.read_text()), 256, seed=1)
                 cells.append(f"{1000 * (time.perf_counter() - started):.0f} ms")
             except errors.QnetError as error:
                 cells.append(error.code)
@@ -130,7 +131,7 @@ def main() -> None:
     for name, reference, ours, fidelity in ratios:
         lines.append(f"| {name} | {1000 * reference:.1f} ms | {1000 * ours:.2f} ms | {reference / ours:.1f}x |"
                      f" {fidelity:.4f} |")
-    noisy_s, _ = timed(lambda: devices["rigetti_aspen"].run(BELL, SHOTS), 20)
+    noisy_s, _ = timed(lambda: devices["rigetti_aspen"].run(parse(BELL), SHOTS), 20)
     lines += ["", f"rigetti_aspen with its calibrated noise (density matrix, relaxation, readout): "
               f"{1000 * noisy_s:.2f} ms per Bell run.", "",
               "## QASMBench small circuits, 256 shots (first run, compilation included)", "",

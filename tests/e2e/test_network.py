@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from tests.e2e.conftest import MAINTENANCE_DEVICE, ROOT
 from tests.e2e.test_slice import BELL
@@ -98,7 +97,6 @@ def test_an_operator_takes_a_backend_offline_and_everything_follows(mesh):
         assert skipped["eligible"] is False and skipped["note"] == "backend is offline"
     finally:
         assert cli(ops_key, "online").returncode == 0
-    deadline = time.monotonic() + 10
-    while mesh.request("GET", "/backends/ionq_simulator").body["data"]["status"] != "online":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    # Once the operator's command returns, the very next job may use the backend again (no stale status).
+    reply = mesh.request("POST", "/execute", {"qasm": BELL, "backends": ["ionq_simulator"], "shots": 10})
+    assert reply.status == 200 and reply.body["data"]["backend"] == "ionq_simulator", reply.body

@@ -28,6 +28,7 @@ def test_the_specs_javascript_example_prints_live_job_updates(mesh):
         if line.strip() == "READY":
             break
     reply = mesh.request("POST", "/execute", {"qasm": BELL, "backends": ["ionq_simulator"], "shots": 16})
+    assert reply.status == 200, reply.body
     job_id = reply.body["data"]["job_id"]
     out, _ = process.communicate(timeout=60)
     lines += out.splitlines()

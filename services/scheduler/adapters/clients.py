@@ -27,9 +27,9 @@ class DeviceClient:
         self._stub = ds_grpc.DeviceServiceStub(self._channel)
         self._listed: tuple[float, list[DeviceInfo]] | None = None
 
-    async def list(self) -> list[DeviceInfo]:
+    async def list(self, *, fresh: bool = False) -> list[DeviceInfo]:
         now = time.monotonic()
-        if self._listed and now - self._listed[0] < self.LIST_TTL_S:
+        if not fresh and self._listed and now - self._listed[0] < self.LIST_TTL_S:
             return self._listed[1]
         try:
             response = await self._stub.ListDevices(ds.ListDevicesRequest(), timeout=10)

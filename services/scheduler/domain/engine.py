@@ -72,8 +72,11 @@ class Engine:
             )
         names = list(request.backends) or [d.backend for d in known]
         assessments = await self.devices.assess(names, request.qasm, request.shots)
-        candidates = self._candidates(request, known, assessments)
-        choose(request.strategy, candidates)  # raises NoBackends when nothing can run it
+        try:
+            choose(request.strategy, self._candidates(request, known, assessments))
+        except errors.NoBackends:  # a refusal never rests on a cached status: ask again before refusing
+            known = await self.devices.list(fresh=True)
+            choose(request.strategy, self._candidates(request, known, assessments))
         return assessments
 
     async def submit(
@@ -206,6 +209,8 @@ class Engine:
         try:
             known = await self.devices.list()
             candidates = self._candidates(request, known, assessments)
+            if not any(c.eligible for c in candidates):  # never fail a job on a cached status: ask again
+                candidates = self._candidates(request, await self.devices.list(fresh=True), assessments)
             turn = 0
             if request.strategy == "round_robin":
                 rotation = ",".join(sorted(c.backend for c in candidates))

@@ -44,7 +44,8 @@ class Aggregated:
 
 
 class Devices(Protocol):
-    async def list(self) -> list[DeviceInfo]: ...
+    async def list(self, *, fresh: bool = False) -> list[DeviceInfo]:
+        """The devices and their statuses; `fresh` bypasses any cache."""
 
     async def assess(self, backends: Sequence[str], qasm: str, shots: int) -> dict[str, Assessment]:
         """Raises InvalidQasm for a circuit that does not parse."""
