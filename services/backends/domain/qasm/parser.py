@@ -631,24 +631,27 @@ class Parser:
         start, size = registers[name]
         select: object = None
         if self.accept("["):
-            if self.accept("{"):
-                items = [self.expression()]
-                while self.accept(","):
-                    items.append(self.expression())
-                self.expect("}")
-                select = ("set", tuple(items))
-            else:
-                first = self.expression()
-                if self.accept(":"):
-                    second = self.expression()
-                    if self.accept(":"):
-                        select = ("range", first, self.expression(), second)
-                    else:
-                        select = ("range", first, second, 1)
-                else:
-                    select = first
+            select = self.set_of_values() if self.accept("{") else self.index_or_range()
             self.expect("]")
         return Index(start, size, select, at)
+
+    def set_of_values(self) -> tuple:
+        """`{a, b, ...}`, after its '{'."""
+        items = [self.expression()]
+        while self.accept(","):
+            items.append(self.expression())
+        self.expect("}")
+        return ("set", tuple(items))
+
+    def index_or_range(self) -> object:
+        """`a`, `a:b` or `a:step:b` (ranges include both ends)."""
+        first = self.expression()
+        if not self.accept(":"):
+            return first
+        second = self.expression()
+        if self.accept(":"):
+            return ("range", first, self.expression(), second)
+        return ("range", first, second, 1)
 
     # --- control flow ---
     def conditional(self) -> If:
@@ -687,23 +690,15 @@ class Parser:
                 self.expect("]")
         var = self.name("a loop variable")
         self.expect("in")
+        at = self.i
+        values: object = None
         if self.accept("["):
-            first = self.expression()
-            self.expect(":")
-            second = self.expression()
-            if self.accept(":"):
-                values: object = ("range", first, self.expression(), second)
-            else:
-                values = ("range", first, second, 1)
+            values = self.index_or_range()
             self.expect("]")
         elif self.accept("{"):
-            items = [self.expression()]
-            while self.accept(","):
-                items.append(self.expression())
-            self.expect("}")
-            values = ("set", tuple(items))
-        else:
-            raise self.fail("a for loop runs over a range [a:b], [a:step:b] or a set {a, b, c}")
+            values = self.set_of_values()
+        if not (isinstance(values, tuple) and values and values[0] in ("range", "set")):
+            raise self.fail("a for loop runs over a range [a:b], [a:step:b] or a set {a, b, c}", at)
         outer = self.scope
         self.scope = outer | {var}
         body = self.block()
