@@ -16,6 +16,8 @@ from qnet_common import errors
 from qnet_common.db import Database, Tx
 
 TOPICS = ("job_updates", "backend_status")
+#: The advisory lock that orders event ids by commit (see EventLog.append_in).
+EVENT_ORDER_LOCK = 7262022
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -54,7 +56,17 @@ class EventLog:
 
     @staticmethod
     def append_in(tx: Tx, event: Event) -> None:
-        """Appends inside the caller's transaction, so a state change and its event commit together."""
+        """Appends inside the caller's transaction, so a state change and its event commit together.
+
+        Readers follow the log by `event_id > last_seen`, so ids must become visible in the order they are
+        assigned. A sequence does not promise that: a transaction that took id 7 may commit after one that
+        took id 8, and a reader that saw 8 would skip 7 for good. On PostgreSQL the id is therefore taken
+        under a transaction-scoped advisory lock, released only at commit: event-writing transactions commit
+        in id order. The price is that they are serialised from their event to their commit, so the event is
+        the last statement of every transaction that writes one. (SQLite serialises all writers anyway.)
+        """
+        if tx_dialect(tx) == "postgresql":
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (EVENT_ORDER_LOCK,))
         tx.execute(
             "INSERT INTO events (topic, job_id, status, backend, queue_depth, counts, owner, error_code, time)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -100,3 +100,17 @@ def test_fifty_concurrent_submissions_never_overspend_a_quota(mesh):
     statuses = sorted(r.status for r in replies)
     assert statuses.count(200) == 10 and statuses.count(403) == 40
     assert {r.body["error"]["code"] for r in replies if r.status == 403} == {"QUOTA_EXCEEDED"}
+
+
+def test_twenty_concurrent_retries_with_one_idempotency_key_make_one_job_and_one_charge(mesh):
+    key = mesh.create_key("retrier", shots_per_day=25)  # room for two 10-shot jobs
+    body = {"qasm": BELL, "backends": ["ionq_simulator"], "shots": 10, "return_immediately": True}
+    retry = {"Idempotency-Key": "order-7"}
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda _: mesh.request("POST", "/execute", body, key=key, headers=retry), range(20)))
+    assert [r.status for r in replies] == [200] * 20, [r.body for r in replies if r.status != 200][:3]
+    assert len({r.body["data"]["job_id"] for r in replies}) == 1
+    # Charged once: the next genuine request fits, the one after it does not.
+    assert mesh.request("POST", "/execute", body, key=key, headers={"Idempotency-Key": "order-8"}).status == 200
+    refused = mesh.request("POST", "/execute", body, key=key, headers={"Idempotency-Key": "order-9"})
+    assert (refused.status, refused.body["error"]["code"]) == (403, "QUOTA_EXCEEDED")

@@ -12,6 +12,7 @@ from qnet_common import errors
 from qnet_common.db import Database
 from services.scheduler.adapters.job_store import MAX_CLAIMS, JobStore
 from services.scheduler.domain.jobs import COMPLETED, Job, JobRequest, Outcome, new_job_id
+from services.scheduler.domain.ports import Charge
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
 
@@ -142,6 +143,26 @@ def test_fifty_concurrent_reservations_never_overspend_the_quota(db_url):
     assert accepted == 10
     used = stores[0].db.query("SELECT shots FROM usage WHERE owner = 'key_q'")[0]["shots"]
     assert used == 1000
+
+
+def test_twenty_concurrent_retries_of_one_request_make_one_job_and_one_charge(db_url):
+    stores = [JobStore(Database(db_url)) for _ in range(5)]
+    charge = Charge("2026-11-24", 10, 0.5, 25, None)  # room for two 10-shot jobs
+
+    def retry(i: int) -> tuple[str, bool]:
+        job, created = stores[i % 5].insert(_job(owner="key_r"), request_id="req-retried", charge=charge)
+        return job.job_id, created
+
+    with ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(retry, range(20)))
+    assert len({job_id for job_id, _ in results}) == 1 and sum(created for _, created in results) == 1
+    used = stores[0].db.query("SELECT shots, cost FROM usage WHERE owner = 'key_r'")[0]
+    assert (used["shots"], used["cost"]) == (10, 0.5)
+    # The next genuine request still fits; the one after it does not, and is not stored.
+    assert stores[0].insert(_job(owner="key_r"), request_id="req-next", charge=charge)[1]
+    with pytest.raises(errors.QuotaExceeded):
+        stores[0].insert(_job(owner="key_r"), request_id="req-third", charge=charge)
+    assert stores[0].db.query("SELECT COUNT(*) AS n FROM jobs WHERE owner = 'key_r'")[0]["n"] == 2
 
 
 def test_round_robin_turns_are_shared_between_replicas(db_url):

@@ -26,6 +26,7 @@ from services.scheduler.domain.jobs import (
     Score,
     Selection,
 )
+from services.scheduler.domain.ports import Charge
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -121,14 +122,22 @@ class JobStore:
 
     # --- submission ------------------------------------------------------------------------------------
 
-    def insert(self, job: Job, request_id: str = "") -> tuple[Job, bool]:
-        """Stores a queued job; with a request_id already used by this owner, returns that job instead."""
+    def insert(self, job: Job, request_id: str = "", charge: Charge | None = None) -> tuple[Job, bool]:
+        """Stores a queued job; with a request_id already used by this owner, returns that job instead.
+
+        `charge` reserves the job's shots and cost against the owner's daily quota in the same transaction as
+        the insert: a retried request (same request_id) is charged once, however many retries race, and a
+        refused reservation stores nothing.
+        """
         try:
             with self.db.transaction() as tx:
                 if request_id:
                     row = tx.one("SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, request_id))
                     if row is not None:
                         return _job(row), False
+                if charge is not None:
+                    self._reserve(tx, job.owner, charge.day, charge.shots, charge.cost, charge.shots_limit,
+                                  charge.cost_limit)
                 self._insert(tx, job, request_id)
         except Exception as error:
             if not (request_id and self.db.is_unique_violation(error)):
@@ -297,23 +306,27 @@ class JobStore:
         self, owner: str, day: str, shots: int, cost: float, shots_limit: int | None, cost_limit: float | None
     ) -> None:
         """Adds to the owner's usage of the day, or raises QuotaExceeded without changing anything."""
-        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
         with self.db.transaction() as tx:
-            tx.execute("INSERT INTO usage (owner, day) VALUES (?, ?) ON CONFLICT (owner, day) DO NOTHING",
-                       (owner, day))
-            used = tx.one(f"SELECT shots, cost FROM usage WHERE owner = ? AND day = ?{lock}", (owner, day))
-            if shots_limit is not None and used["shots"] + shots > shots_limit:
-                raise errors.QuotaExceeded(
-                    f"shot quota exceeded: {used['shots']} of {shots_limit} shots used today (UTC), this job needs"
-                    f" {shots}; wait for tomorrow or ask for a larger quota", used=used["shots"], limit=shots_limit,
-                )
-            if cost_limit is not None and used["cost"] + cost > cost_limit + 1e-9:
-                raise errors.QuotaExceeded(
-                    f"cost quota exceeded: {used['cost']:.2f} of {cost_limit:.2f} USD used today (UTC), this job"
-                    f" may cost {cost:.2f}", used=f"{used['cost']:.4f}", limit=cost_limit,
-                )
-            tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
-                       (shots, cost, owner, day))
+            self._reserve(tx, owner, day, shots, cost, shots_limit, cost_limit)
+
+    def _reserve(self, tx: Tx, owner: str, day: str, shots: int, cost: float, shots_limit: int | None,
+                 cost_limit: float | None) -> None:
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        tx.execute("INSERT INTO usage (owner, day) VALUES (?, ?) ON CONFLICT (owner, day) DO NOTHING",
+                   (owner, day))
+        used = tx.one(f"SELECT shots, cost FROM usage WHERE owner = ? AND day = ?{lock}", (owner, day))
+        if shots_limit is not None and used["shots"] + shots > shots_limit:
+            raise errors.QuotaExceeded(
+                f"shot quota exceeded: {used['shots']} of {shots_limit} shots used today (UTC), this job needs"
+                f" {shots}; wait for tomorrow or ask for a larger quota", used=used["shots"], limit=shots_limit,
+            )
+        if cost_limit is not None and used["cost"] + cost > cost_limit + 1e-9:
+            raise errors.QuotaExceeded(
+                f"cost quota exceeded: {used['cost']:.2f} of {cost_limit:.2f} USD used today (UTC), this job"
+                f" may cost {cost:.2f}", used=f"{used['cost']:.4f}", limit=cost_limit,
+            )
+        tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
+                   (shots, cost, owner, day))
 
     # --- events ----------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from services.scheduler.domain.jobs import (
     Outcome,
     new_job_id,
 )
-from services.scheduler.domain.ports import Aggregator, Assessment, Devices
+from services.scheduler.domain.ports import Aggregator, Assessment, Charge, Devices
 from services.scheduler.domain.strategies import Candidate, choose
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,12 @@ class Engine:
         assessments = await self.prepare(owner, request)
         job = Job(new_job_id(), owner, request, QUEUED, time.time(), batch_id=batch_id,
                   assessments={k: vars(v) for k, v in assessments.items()})
+        charge = None
         if quota != (None, None):
-            await asyncio.to_thread(
-                self.store.reserve, owner, _today(), self._shots_needed(request, assessments),
-                self._cost_needed(request, assessments), *quota,
-            )
-        stored, created = await asyncio.to_thread(self.store.insert, job, request_id)
+            charge = Charge(_today(), self._shots_needed(request, assessments), self._cost_needed(request, assessments),
+                            *quota)
+        # One transaction: a retry of this request (same request_id) returns the first job, charged once.
+        stored, created = await asyncio.to_thread(self.store.insert, job, request_id, charge)
         if created:
             self._on_job(stored.job_id, QUEUED, "", 0.0)
             self._wake.set()

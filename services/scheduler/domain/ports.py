@@ -29,6 +29,17 @@ class Assessment:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """A job's reservation against its owner's daily quota (UTC day), made with the job's insert."""
+
+    day: str
+    shots: int
+    cost: float
+    shots_limit: int | None
+    cost_limit: float | None
+
+
+@dataclass(frozen=True)
 class DeviceRun:
     counts: dict[str, int]
     queue_time_s: float
