@@ -17,13 +17,17 @@ from services.backends.domain.device import DEVICE_STATUSES
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The connection options are accepted before or after the subcommand (`set-status ... --key K` works).
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--address", default=argparse.SUPPRESS,
+                            help="the backends service (default QNET_BACKENDS_ADDR or 127.0.0.1:50052)")
+    connection.add_argument("--key", default=argparse.SUPPRESS, help="an operator API key (default QNET_ADMIN_KEY)")
     parser = argparse.ArgumentParser(prog="python -m services.backends.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--address", default=os.environ.get("QNET_BACKENDS_ADDR", "127.0.0.1:50052"),
-                        help="the backends service (default QNET_BACKENDS_ADDR or 127.0.0.1:50052)")
-    parser.add_argument("--key", default=os.environ.get("QNET_ADMIN_KEY", ""), help="an operator API key")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, parents=[connection])
+    parser.set_defaults(address=os.environ.get("QNET_BACKENDS_ADDR", "127.0.0.1:50052"),
+                        key=os.environ.get("QNET_ADMIN_KEY", ""))
     commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("set-status", help="change a backend's status")
+    status = commands.add_parser("set-status", help="change a backend's status", parents=[connection])
     status.add_argument("backend")
     status.add_argument("status", choices=DEVICE_STATUSES)
     args = parser.parse_args(argv)

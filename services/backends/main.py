@@ -33,8 +33,9 @@ class BackendsComponent:
         self._db = Database(settings.db_url)
         self._statuses = StatusStore(self._db)
         self._executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="device")
-        # Circuits are read on a thread of their own: a queue of hostile texts cannot hold up device tasks.
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
+        # Circuits are read and assessed on threads of their own: a burst of submissions (or of hostile texts)
+        # cannot hold up device tasks, nor device tasks the submissions.
+        self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checks")
         devices = build_devices(settings.devices or None)
         stored = self._statuses.load()
         for device_id, status in settings.device_status.items():
@@ -50,7 +51,7 @@ class BackendsComponent:
         metrics.watch(self.fleet)
         backend_service_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(self.fleet), server)
         device_service_pb2_grpc.add_DeviceServiceServicer_to_server(
-            DeviceServicer(self.fleet, self._executor), server
+            DeviceServicer(self.fleet), server
         )
 
     async def start(self) -> None:

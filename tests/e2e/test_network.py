@@ -79,8 +79,9 @@ def test_an_operator_takes_a_backend_offline_and_everything_follows(mesh):
 
     def cli(key: str, status: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "services.backends.cli", "--address", mesh.addresses["backends"], "--key", key,
-             "set-status", "ionq_simulator", status],
+            # The README's form: options after the subcommand.
+            [sys.executable, "-m", "services.backends.cli", "set-status", "ionq_simulator", status,
+             "--address", mesh.addresses["backends"], "--key", key],
             cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}"}, timeout=60)
 
     refused = cli(user_key, "offline")

@@ -6,14 +6,10 @@ from the snapshot for the circuit's active physical qubits only (gate errors as 
 relaxation over each gate's duration, per-qubit readout errors); Aer drops the idle qubits. That is the
 same physics as `AerSimulator.from_backend`, which builds all 127 qubits' model on every call (see
 bench/results/devices.md for the speed ratio).
-
-With `QNET_IBM_REAL=1` and a saved `QiskitRuntimeService` account, the same circuits go to the real device
-through `SamplerV2` (not used by make run or the tests).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -96,11 +92,6 @@ class IBMDevice(Device):
         self._lock = threading.Lock()
         self._compiled: BytesLRU = BytesLRU(COMPILE_CACHE_BYTES, lambda c: 2_000 + 1_000 * len(c.data))
         self._noise: BytesLRU = BytesLRU(NOISE_CACHE_BYTES, lambda model: 40_000 * (1 + len(model.noise_qubits)))
-        self._real = None
-        if os.environ.get("QNET_IBM_REAL") == "1":  # pragma: no cover - needs an IBM Quantum account
-            from qiskit_ibm_runtime import QiskitRuntimeService
-
-            self._real = QiskitRuntimeService().backend(device_id)
 
     def _compile(self, circuit: Circuit, shots: int):  # noqa: ANN202 - a transpiled QuantumCircuit
         checked(circuit, shots, self.spec, shot_by_shot=True)

@@ -1,14 +1,10 @@
 """IonQ devices on the Amazon Braket SDK: `ionq_simulator` (ideal, braket_sv) and `ionq_aria` (noisy,
 braket_dm with IonQ's published Aria figures). Both all-to-all; compiled to GPI/GPI2/MS for the figures.
-
-With `QNET_BRAKET_REAL=1` and AWS credentials in the environment, the same circuits go to the real devices
-through `braket.aws.AwsDevice` (not used by make run or the tests).
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 import time
 from collections.abc import Iterable
 
@@ -41,8 +37,6 @@ ARIA_2Q_ERROR = 0.006
 ARIA_READOUT_ERROR = 0.0039
 ARIA_T1_US, ARIA_T2_US = 1.0e7, 1.0e6
 ARIA_1Q_NS, ARIA_2Q_NS, ARIA_READOUT_NS = 135_000.0, 600_000.0, 300_000.0
-BRAKET_ARN = {"ionq_simulator": "arn:aws:braket:::device/quantum-simulator/amazon/sv1",
-              "ionq_aria": "arn:aws:braket:us-east-1::device/qpu/ionq/Aria-1"}
 
 _BRAKET_GATES = {"id": "i", "x": "x", "y": "y", "z": "z", "h": "h", "s": "s", "sdg": "si", "t": "t", "tdg": "ti",
                  "sx": "v", "sxdg": "vi", "rx": "rx", "ry": "ry", "rz": "rz", "p": "phaseshift", "u": "u",
@@ -96,12 +90,7 @@ class IonQDevice(Device):
         from braket.devices import LocalSimulator
 
         self.spec = spec
-        if os.environ.get("QNET_BRAKET_REAL") == "1":  # pragma: no cover - needs AWS credentials
-            from braket.aws import AwsDevice
-
-            self._device = AwsDevice(BRAKET_ARN[spec.id])
-        else:
-            self._device = LocalSimulator("braket_dm" if spec.noisy else "braket_sv")
+        self._device = LocalSimulator("braket_dm" if spec.noisy else "braket_sv")
         self._statevector = LocalSimulator("braket_sv")
 
     def _circuit(self, circuit: Circuit, shots: int) -> Circuit:

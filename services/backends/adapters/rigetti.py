@@ -12,15 +12,11 @@ the gate noise applied as a global depolarizing mixture (documented approximatio
 Calibration: per-qubit figures spread around Aspen-M-3's published medians (Rigetti / Amazon Braket device
 page, 2022-2023: 1q fidelity 99.7 %, CZ fidelity 94.5 %, readout fidelity 95 %, T1 30 us, T2 20 us) with a
 fixed seed, since no per-qubit snapshot ships offline. Price: Amazon Braket, $0.30 per task + $0.00035 per shot.
-
-With `QNET_RIGETTI_REAL=1` and QCS credentials, the same program goes to `get_qc("Aspen-M-3")` (not used by
-make run or the tests).
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -118,10 +114,6 @@ class RigettiAspen(Device):
         self._qubits = {q.qubit: q for q in self.spec.calibration.qubits}
         # Route onto the best-read qubits first.
         self._preferred = sorted(self._qubits, key=lambda q: self._qubits[q].readout_error)
-        if os.environ.get("QNET_RIGETTI_REAL") == "1":  # pragma: no cover - needs QCS credentials
-            from pyquil import get_qc
-
-            self._qc = get_qc("Aspen-M-3")
 
     def _compile(
         self, circuit: Circuit, shots: int

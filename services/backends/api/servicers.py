@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Executor
 
 from qnet.backends.v1 import backend_service_pb2 as bs
 from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
@@ -52,9 +51,8 @@ class BackendServicer(bs_grpc.BackendServiceServicer):
 class DeviceServicer(ds_grpc.DeviceServiceServicer):
     """Internal: only the mesh (service key) may call it."""
 
-    def __init__(self, fleet: Fleet, executor: Executor) -> None:
+    def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
-        self._executor = executor
 
     @staticmethod
     def _internal_only() -> None:
@@ -107,7 +105,7 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
     async def _assess(self, device_id: str, circuit: Circuit, shots: int) -> ds.CircuitAssessment:
         spec = self._fleet.device(device_id).spec
         try:
-            found = await self._fleet.assess(device_id, circuit, shots, self._executor)
+            found = await self._fleet.assess(device_id, circuit, shots)
         except (errors.CircuitTooLarge, errors.UnsupportedInstruction, errors.InvalidShots) as error:
             return ds.CircuitAssessment(device_id=device_id, runnable=False, reason=f"{error.code}: {error.message}",
                                         currency=spec.price.currency, refusal_code=error.code)

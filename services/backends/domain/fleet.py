@@ -98,10 +98,11 @@ class Fleet:
         )
         return Run(result, queue_s, execution_s)
 
-    async def assess(self, device_id: str, circuit: Circuit, shots: int, executor: Executor) -> Assessment:
+    async def assess(self, device_id: str, circuit: Circuit, shots: int) -> Assessment:
+        """Compiles without running, on the readers' threads (never behind device tasks)."""
         device = self.device(device_id)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, device.assess, circuit, shots)
+        return await loop.run_in_executor(self._reader, device.assess, circuit, shots)
 
     def cancel(self, task_id: str) -> bool:
         return any(queue.cancel(task_id) for queue in self.queues.values())

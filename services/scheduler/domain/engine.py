@@ -158,6 +158,8 @@ class Engine:
         await asyncio.gather(*self._loops, return_exceptions=True)
 
     async def _worker_loop(self, index: int) -> None:
+        """Claims and runs jobs until the engine stops. Never ends on an error: it logs and goes on (the
+        job's lease protects the job meanwhile)."""
         while not self._stopping:
             try:
                 job = await asyncio.to_thread(self.store.claim, self.worker_id, self._lease_s)
@@ -171,7 +173,12 @@ class Engine:
                     await asyncio.wait_for(self._wake.wait(), timeout=0.5)
                 continue
             self._wake.set()  # there may be more: let another idle worker look
-            await self._run_claimed(job)
+            try:
+                await self._run_claimed(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: the job's lease expires and another worker takes it over
+                log.exception("worker=%s index=%d failed on job=%s", self.worker_id, index, job.job_id)
 
     async def _run_claimed(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job))
@@ -181,22 +188,48 @@ class Engine:
         try:
             outcome = await task
         except asyncio.CancelledError:
+            heartbeat.cancel()
             if self._stopping:
                 await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
                 log.info("released job=%s on shutdown", job.job_id)
             return  # cancelled by the user: the store already says so
+        except Exception:
+            log.exception("job=%s failed unexpectedly", job.job_id)
+            outcome = Outcome(status=FAILED, error_code="INTERNAL",
+                              error_message="the scheduler failed while running this job; it is logged")
+        finally:
+            self._running.pop(job.job_id, None)
+        try:  # the heartbeat keeps the lease while the outcome is being recorded
+            written = await self._record(job.job_id, outcome)
         finally:
             heartbeat.cancel()
-            self._running.pop(job.job_id, None)
-        written = await asyncio.to_thread(self.store.finish, job.job_id, self.worker_id, outcome)
         if written:
             self._on_job(job.job_id, outcome.status, outcome.backend, time.time() - job.created_at)
         log.info("job=%s status=%s backend=%s written=%s", job.job_id, outcome.status, outcome.backend, written)
 
+    #: Waits between attempts to record an outcome while the store refuses (then every RECORD_BACKOFF_S[-1]).
+    RECORD_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+    async def _record(self, job_id: str, outcome: Outcome) -> bool:
+        """Writes the outcome, retrying until the store takes it; False when the lease was lost meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(self.store.finish, job_id, self.worker_id, outcome)
+            except Exception:
+                wait = self.RECORD_BACKOFF_S[min(attempt, len(self.RECORD_BACKOFF_S) - 1)]
+                log.exception("recording job=%s status=%s failed; retrying in %.1f s", job_id, outcome.status, wait)
+                attempt += 1
+                await asyncio.sleep(wait)
+
     async def _heartbeat(self, job_id: str, task: asyncio.Task) -> None:
         while True:
             await asyncio.sleep(self._lease_s / 3)
-            status = await asyncio.to_thread(self.store.renew, job_id, self.worker_id, self._lease_s)
+            try:
+                status = await asyncio.to_thread(self.store.renew, job_id, self.worker_id, self._lease_s)
+            except Exception:  # the store is down: try again next beat; the lease may lapse meanwhile
+                log.exception("renewing the lease of job=%s failed", job_id)
+                continue
             if status != RUNNING:  # cancelled elsewhere, or the lease was lost
                 task.cancel()
                 return

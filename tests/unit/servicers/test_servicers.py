@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -28,9 +29,23 @@ def devices():
 
 @pytest.fixture
 def fleet(devices):
-    pool = ThreadPoolExecutor(2)
-    yield Fleet(devices, pool, {"rigetti_aspen": "maintenance"}), pool
+    pool, checks = ThreadPoolExecutor(2), ThreadPoolExecutor(2)
+    yield Fleet(devices, pool, {"rigetti_aspen": "maintenance"}, reader=checks), pool
     pool.shutdown(wait=False)
+    checks.shutdown(wait=False)
+
+
+async def test_assessing_a_submission_never_waits_behind_device_runs(fleet):
+    servicer = DeviceServicer(fleet[0])
+    busy = threading.Event()
+    for _ in range(2):  # every device thread is taken by a long run
+        fleet[1].submit(busy.wait, 30)
+    try:
+        assessed = await asyncio.wait_for(
+            servicer.AssessCircuit(ds.AssessCircuitRequest(qasm=BELL, shots=10), None), timeout=10)
+    finally:
+        busy.set()
+    assert {a.device_id: a.runnable for a in assessed.assessments}["ionq_simulator"]
 
 
 async def test_backend_servicer_maps_the_device_and_its_live_queue(fleet):
@@ -46,7 +61,7 @@ async def test_backend_servicer_maps_the_device_and_its_live_queue(fleet):
 
 
 async def test_device_servicer_runs_assesses_and_refuses_devices_not_online(fleet):
-    servicer = DeviceServicer(*fleet)
+    servicer = DeviceServicer(fleet[0])
     run = await servicer.RunCircuit(ds.RunCircuitRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
                                                          task_id="t1"), None)
     assert sum(run.counts.values()) == 100 and set(run.counts) <= {"00", "11"} and run.two_qubit_gates == 1
