@@ -41,7 +41,8 @@ class BackendsComponent:
         for device_id, status in settings.device_status.items():
             stored[device_id] = status  # the environment wins at start
         self.fleet = Fleet(
-            devices, self._executor, stored, settings.faults, on_status=self._statuses.save, reader=self._reader
+            devices, self._executor, stored, settings.faults, on_status=self._statuses.save, reader=self._reader,
+            load_statuses=self._statuses.load,
         )
         for device_id, status in settings.device_status.items():
             if device_id in devices:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from services.backends.domain.circuit import Circuit
 from services.backends.domain.device import DEVICE_STATUSES, Assessment, Device, RunResult
 from services.backends.domain.qasm import fingerprint, parse
 from services.backends.domain.queue import DeviceQueue
+
+log = logging.getLogger(__name__)
 
 #: Parsed circuits kept for repeated submissions and for assessing one circuit on every device.
 CIRCUIT_CACHE_BYTES = 64 << 20
@@ -29,7 +33,14 @@ class Run:
 
 
 class Fleet:
-    """Routes tasks to devices. Status changes go through `on_status`, which persists and publishes them."""
+    """Routes tasks to devices. Status changes go through `on_status`, which persists and publishes them.
+
+    With `load_statuses` (the shared store), statuses are read from it again whenever they are older than
+    STATUS_TTL_S, so a change made through any replica is seen by every replica; while the store cannot be
+    read, the last statuses read stay in force.
+    """
+
+    STATUS_TTL_S = 0.1
 
     def __init__(
         self,
@@ -39,6 +50,7 @@ class Fleet:
         faults: Mapping[str, str] | None = None,
         on_status: Callable[[str, str], None] | None = None,
         reader: Executor | None = None,
+        load_statuses: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.devices = dict(devices)
         self._reader = reader or executor
@@ -48,14 +60,31 @@ class Fleet:
             device_id: DeviceQueue(device_id, executor, concurrency=1, max_queue_depth=200)
             for device_id in self.devices
         }
-        self.statuses = {device_id: statuses.get(device_id, "online") for device_id in self.devices}
-        for device_id, status in self.statuses.items():
+        self._statuses = {device_id: statuses.get(device_id, "online") for device_id in self.devices}
+        for device_id, status in self._statuses.items():
             _check_status(device_id, status)
+        self._load_statuses = load_statuses
+        self._statuses_read = time.monotonic()
         self.faults = dict(faults or {})
         for device_id, fault in self.faults.items():
             if fault not in FAULTS:
                 raise ValueError(f"fault {fault!r} for {device_id}: expected one of {', '.join(FAULTS)}")
         self._on_status = on_status
+
+    @property
+    def statuses(self) -> dict[str, str]:
+        """Every served device's status, as the shared store has it now (at most STATUS_TTL_S old)."""
+        if self._load_statuses is not None and time.monotonic() - self._statuses_read > self.STATUS_TTL_S:
+            try:
+                stored = self._load_statuses()
+            except Exception:  # noqa: BLE001 - the store is unreachable: the last statuses read stay in force
+                log.warning("reading device statuses failed; keeping the last ones", exc_info=True)
+            else:
+                for device_id in self._statuses:
+                    if stored.get(device_id) in DEVICE_STATUSES:
+                        self._statuses[device_id] = stored[device_id]
+            self._statuses_read = time.monotonic()
+        return self._statuses
 
     def device(self, device_id: str) -> Device:
         try:
@@ -110,9 +139,9 @@ class Fleet:
     def set_status(self, device_id: str, status: str) -> None:
         self.device(device_id)
         _check_status(device_id, status)
-        self.statuses[device_id] = status
         if self._on_status is not None:
             self._on_status(device_id, status)
+        self._statuses[device_id] = status
 
 
 def _reading_bytes(reading: Circuit | errors.QnetError) -> int:
