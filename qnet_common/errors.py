@@ -175,12 +175,9 @@ class Internal(QnetError):
     grpc_code = "INTERNAL"
 
 
-def from_code(code: str, message: str) -> QnetError:
+def from_code(code: str, message: str, **metadata: object) -> QnetError:
     """The documented error of this code (Internal for a code that is not documented)."""
-    for cls in all_error_types():
-        if cls.code == code:
-            return cls(message)
-    return Internal(message)
+    return BY_CODE.get(code, Internal)(message, **metadata)
 
 
 def all_error_types() -> list[type[QnetError]]:
@@ -192,3 +189,7 @@ def all_error_types() -> list[type[QnetError]]:
         seen.append(cls)
         stack.extend(cls.__subclasses__())
     return seen
+
+
+#: Every documented code and its error type.
+BY_CODE: dict[str, type[QnetError]] = {cls.code: cls for cls in all_error_types()}

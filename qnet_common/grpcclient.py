@@ -9,9 +9,6 @@ from grpc_status import rpc_status
 from qnet_common import errors
 from qnet_common.grpcserver import ON_BEHALF_OF, current_caller
 
-_ERROR_TYPES = {cls.code: cls for cls in errors.all_error_types()}
-
-
 class _ServiceKey:
     """Adds `authorization: Bearer <service key>` and the caller's key id to every outgoing call."""
 
@@ -55,8 +52,8 @@ def to_qnet_error(error: grpc.aio.AioRpcError) -> errors.QnetError:
     if status is not None:
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info) and info.reason in _ERROR_TYPES:
-                return _ERROR_TYPES[info.reason](status.message, **dict(info.metadata))
+            if detail.Unpack(info) and info.reason in errors.BY_CODE:
+                return errors.from_code(info.reason, status.message, **dict(info.metadata))
     code = error.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return errors.BackendUnavailable(f"service unreachable: {code.name}: {error.details()}")

@@ -472,14 +472,12 @@ class Parser:
             self.expect("]")
         name = self.name("a constant's name")
         self.expect("=")
-        at = self.i
         value = self.constant(self.expression())
         self.expect(";")
         if not top:
             raise self.fail("const declarations belong at the top level of the circuit", start)
         if name in self.consts or name in self.qregs or name in self.cregs or name in _CONSTANTS:
             raise self.fail(f"{name!r} is declared twice", start)
-        del at
         self.consts[name] = value
 
     def constant(self, expr: Expr) -> float | int:
