@@ -9,6 +9,7 @@ from grpc_status import rpc_status
 from qnet_common import errors
 from qnet_common.grpcserver import ON_BEHALF_OF, current_caller
 
+
 class _ServiceKey:
     """Adds `authorization: Bearer <service key>` and the caller's key id to every outgoing call."""
 
