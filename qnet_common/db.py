@@ -2,6 +2,10 @@
 
 SQL is written once with `?` placeholders and the tokens {serial} and {float}; the dialect fills them in.
 Calls are blocking: async code runs them with `asyncio.to_thread`. Each thread gets its own connection.
+
+While the database cannot be reached, every call raises errors.Unavailable (a documented, retryable 503)
+within CONNECT_TIMEOUT_S or STATEMENT_TIMEOUT_S; a connection found broken is replaced on the next call, so every
+service recovers by itself when the database returns.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from qnet_common import errors
+
 log = logging.getLogger(__name__)
+
+#: Seconds to wait for a new connection, and for one statement, before the database counts as unreachable.
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 30
 
 _TOKENS = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "float": "REAL"},
@@ -67,9 +77,16 @@ class Database:
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
     def _connection(self) -> Any:
+        return self._checked_out()[0]
+
+    def _checked_out(self) -> tuple[Any, bool]:
+        """This thread's connection, and whether it is one used before (which an outage may have killed
+        without the client knowing yet)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
+        if conn is not None and not (self.dialect == "postgresql" and (conn.closed or conn.broken)):
+            return conn, True
+        if conn is not None:  # lost (a restart of the server, a network cut): replace it
+            self._discard(conn)
         if self.dialect == "sqlite":
             conn = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -78,16 +95,55 @@ class Database:
         else:
             import psycopg
 
-            conn = psycopg.connect(self.url, autocommit=True)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                                   options=f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000}")
         self._local.conn = conn
         with self._lock:
             self._all.append(conn)
-        return conn
+        return conn, False
+
+    def _discard(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.close()
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        self._local.conn = None
+
+    @contextlib.contextmanager
+    def _unreachable_is_unavailable(self) -> Iterator[None]:
+        """Connection-level failures become errors.Unavailable; the thread's connection is dropped."""
+        try:
+            yield
+        except errors.QnetError:
+            raise
+        except Exception as error:
+            if not self._is_unreachable(error):
+                raise
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                self._discard(conn)
+            log.warning("database unreachable: %s", error)
+            raise errors.Unavailable(
+                "the database is unreachable or too slow right now; retry in a few seconds"
+            ) from error
+
+    def _is_unreachable(self, error: BaseException) -> bool:
+        if self.dialect == "sqlite":
+            return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+        import psycopg
+
+        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         """A read-write transaction; SQLite takes the write lock at once (BEGIN IMMEDIATE)."""
-        conn = self._connection()
+        with self._unreachable_is_unavailable(), self._transaction() as tx:
+            yield tx
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Tx]:
+        conn, reused = self._checked_out()
         if self.dialect == "sqlite":
             cursor = conn.cursor()
             cursor.execute("BEGIN IMMEDIATE")
@@ -97,18 +153,34 @@ class Database:
                 cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
-        else:
-            with conn.transaction(), conn.cursor() as cursor:
-                yield Tx(self, cursor)
+            return
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(conn.transaction())  # BEGIN: nothing of the caller's has run yet
+        except Exception as error:
+            if not (reused and self._is_unreachable(error)):
+                raise
+            self._discard(conn)  # killed while idle (a restart, an outage): once more on a new connection
+            conn, _ = self._checked_out()
+            stack.enter_context(conn.transaction())
+        with stack, conn.cursor() as cursor:
+            yield Tx(self, cursor)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """A single statement outside an explicit transaction (autocommit)."""
-        conn = self._connection()
-        cursor = conn.cursor()
-        try:
-            return Tx(self, cursor).execute(sql, params)
-        finally:
-            cursor.close()
+        with self._unreachable_is_unavailable():
+            for attempt in (1, 2):
+                conn, reused = self._checked_out()
+                cursor = conn.cursor()
+                try:
+                    return Tx(self, cursor).execute(sql, params)
+                except Exception as error:
+                    if attempt == 2 or not (reused and self._is_unreachable(error)):
+                        raise
+                    self._discard(conn)  # killed while idle: once more on a new connection
+                finally:
+                    cursor.close()
+            raise AssertionError("not reached")
 
     def migrate(self, statements: Sequence[str]) -> None:
         """Creates tables and indexes idempotently; safe to run from several processes at once."""

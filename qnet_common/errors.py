@@ -142,6 +142,14 @@ class JobAlreadyFinished(QnetError):
     grpc_code = "ABORTED"
 
 
+class Unavailable(QnetError):
+    """A shared dependency (the database) cannot be reached right now; retrying shortly may succeed."""
+
+    code = "UNAVAILABLE"
+    grpc_code = "UNAVAILABLE"
+    transient = True
+
+
 class BackendUnavailable(QnetError):
     """A backend could not run a task right now (process down, deadline); the scheduler may retry."""
 

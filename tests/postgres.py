@@ -39,10 +39,11 @@ class Server:
         self._datadir: str | None = None
         self._pg_ctl: str | None = None
 
-    def find_or_start(self) -> str | None:
+    def find_or_start(self, *, private: bool = False) -> str | None:
+        """`private`: always a throwaway server of this test's own (one it may stop and start again)."""
         for dsn in filter(None, (os.environ.get("QNET_TEST_POSTGRES_DSN"), DEFAULT_DSN,
                                  "postgresql://root@127.0.0.1:5432/test")):
-            if _reachable(dsn):
+            if not private and _reachable(dsn):
                 self.admin_dsn = dsn
                 return dsn
         binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -59,9 +60,8 @@ class Server:
                        check=True, capture_output=True)
         self._pg_ctl = f"{bindir}/pg_ctl"
         self._as_user = as_user
-        subprocess.run([*as_user, self._pg_ctl, "-D", self._datadir, "-w", "-o",
-                        f"-p {port} -c listen_addresses=127.0.0.1 -k {self._datadir}", "start"],
-                       check=True, capture_output=True)
+        self._port = port
+        self.start_again()
         self.admin_dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         deadline = time.monotonic() + 30
         while not _reachable(self.admin_dsn):
@@ -82,6 +82,19 @@ class Server:
         finally:
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def start_again(self) -> None:
+        """Starts the server this object started (after `halt`), on the same port and data."""
+        # The server's output goes to a file: a pipe it inherited would keep `run` waiting for ever.
+        subprocess.run([*self._as_user, self._pg_ctl, "-D", self._datadir, "-w", "-l", f"{self._datadir}/server.log",
+                        "-o", f"-p {self._port} -c listen_addresses=127.0.0.1 -k {self._datadir}", "start"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def halt(self) -> None:
+        """Stops the server this object started, as an outage would (its data stays)."""
+        assert self._pg_ctl and self._datadir, "only a server this test started may be stopped"
+        subprocess.run([*self._as_user, self._pg_ctl, "-D", self._datadir, "-m", "immediate", "stop"],
+                       check=True, capture_output=True)
 
     def stop(self) -> None:
         if self._pg_ctl and self._datadir:
