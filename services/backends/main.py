@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +22,8 @@ from services.backends.adapters.registry import build_devices
 from services.backends.adapters.status_store import StatusStore
 from services.backends.api.servicers import BackendServicer, DeviceServicer
 from services.backends.domain.fleet import Fleet
+
+log = logging.getLogger(__name__)
 
 
 class BackendsComponent:
@@ -59,7 +62,10 @@ class BackendsComponent:
         return None
 
     async def stop(self, grace: float) -> None:
-        """In-flight tasks finish within the server's grace; then the executor and database close."""
+        """Queued tasks are handed back (BACKEND_UNAVAILABLE: the scheduler runs them elsewhere); running ones
+        finish within the server's grace; then the executors and the database close."""
+        handed_back = self.fleet.begin_drain()
+        log.info("draining: handed back %d queued tasks", handed_back)
         await asyncio.to_thread(self._executor.shutdown, wait=False, cancel_futures=True)
         await asyncio.to_thread(self._reader.shutdown, wait=False, cancel_futures=True)
         self._db.close()

@@ -70,6 +70,8 @@ class Fleet:
             if fault not in FAULTS:
                 raise ValueError(f"fault {fault!r} for {device_id}: expected one of {', '.join(FAULTS)}")
         self._on_status = on_status
+        #: Set by begin_drain: no new tasks; queued ones are handed back.
+        self.draining = False
 
     @property
     def statuses(self) -> dict[str, str]:
@@ -110,8 +112,21 @@ class Fleet:
             raise type(found)(found.message, **found.metadata)
         return found
 
+    def begin_drain(self) -> int:
+        """This replica is leaving: it takes no new task and hands back the queued ones, which fail as the
+        transient BACKEND_UNAVAILABLE so that the scheduler runs them elsewhere (a drain is never a device
+        failure); running tasks finish. Returns how many were handed back."""
+        self.draining = True
+        return sum(queue.cancel_queued() for queue in self.queues.values())
+
+    def _handed_back(self, device_id: str) -> errors.BackendUnavailable:
+        return errors.BackendUnavailable(
+            f"{device_id}: this backends replica is shutting down and handed the task back; retry", backend=device_id)
+
     async def run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
         device = self.device(device_id)
+        if self.draining:
+            raise self._handed_back(device_id)
         status = self.statuses[device_id]
         if status != "online":
             raise errors.BackendUnavailable(f"{device_id} is {status}", backend=device_id)
@@ -122,9 +137,14 @@ class Fleet:
             raise errors.BackendExecutionError(f"{device_id} failed the task (injected fault)", backend=device_id)
         if fault == "slow":
             await asyncio.sleep(2 + random.random())
-        result, queue_s, execution_s = await self.queues[device_id].run(
-            task_id, shots, lambda: device.run(circuit, shots, seed)
-        )
+        try:
+            result, queue_s, execution_s = await self.queues[device_id].run(
+                task_id, shots, lambda: device.run(circuit, shots, seed)
+            )
+        except errors.TaskCancelled:
+            if self.draining:
+                raise self._handed_back(device_id) from None
+            raise
         return Run(result, queue_s, execution_s)
 
     async def assess(self, device_id: str, circuit: Circuit, shots: int) -> Assessment:

@@ -104,6 +104,13 @@ class DeviceQueue:
             self._completed += 1
             return result, queue_s, execution_s
 
+    def cancel_queued(self) -> int:
+        """Cancels every task still waiting (running ones go on); returns how many."""
+        waiting = [t for t in self._tasks.values() if t.status == "queued" and t.future and not t.future.done()]
+        for task in waiting:
+            task.future.cancel()
+        return len(waiting)
+
     def cancel(self, task_id: str) -> bool:
         task = self._tasks.get(task_id)
         if task is None or task.future is None or task.future.done():
