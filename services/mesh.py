@@ -5,8 +5,10 @@
 
 Starts backends and aggregator, then scheduler, gateway and network (each learns the others' addresses),
 renders Envoy's config from its one template, waits until every gRPC service reports SERVING on
-grpc.health.v1, prints one ready line, and on Ctrl-C or SIGTERM stops every child (none is left behind:
-children also get SIGTERM if this process dies).
+grpc.health.v1, prints one ready line, and then supervises: a child that exits is started again on the same
+ports, with backoff, while the others keep serving. On Ctrl-C or SIGTERM it stops every child, services first
+(so the WebSocket bridge closes its clients with 1001 through Envoy) and Envoy last; none is left behind
+(children also get SIGTERM if this process dies).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ PUBLIC = {
     "network": "qnet.network.v1.NetworkService",
 }
 START_TIMEOUT_S = 180.0
+#: Waits before restarting a child that exited (reset once it has run for STABLE_S).
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+STABLE_S = 30.0
 
 
 class Mesh:
@@ -61,13 +66,15 @@ class Mesh:
         self.metrics: dict[str, str] = {}
         self.envoy: EnvoyProcess | None = None
         self.service_key = settings.service_key or secrets.token_urlsafe(32)
+        self.stopping = False
 
-    def _env(self, grpc_port: int, metrics_port: int) -> dict[str, str]:
+    def _env(self, grpc_port: int, metrics_port: int, *, exact: bool = False) -> dict[str, str]:
+        """`exact`: these very ports (a restart keeps the addresses Envoy and the other services know)."""
         env = dict(os.environ)
         env.update(
             PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            QNET_GRPC_PORT=str(0 if self.ephemeral else grpc_port),
-            QNET_METRICS_PORT=str(0 if self.ephemeral else metrics_port),
+            QNET_GRPC_PORT=str(0 if self.ephemeral and not exact else grpc_port),
+            QNET_METRICS_PORT=str(0 if self.ephemeral and not exact else metrics_port),
             QNET_SERVICE_KEY=self.service_key,
             QNET_DATA_DIR=str(self.settings.data_dir),
             PYTHONUNBUFFERED="1",
@@ -78,9 +85,9 @@ class Mesh:
             env[f"QNET_{name.upper()}_ADDR"] = address
         return env
 
-    async def _start(self, name: str, module: str, port: int, metrics_port: int) -> None:
+    async def _start(self, name: str, module: str, port: int, metrics_port: int, *, exact: bool = False) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=self._env(port, metrics_port), cwd=ROOT,
+            sys.executable, "-m", module, env=self._env(port, metrics_port, exact=exact), cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
         )
         self.children[name] = process
@@ -142,10 +149,40 @@ class Mesh:
                         raise RuntimeError(f"{name} did not report SERVING on grpc.health.v1")
                     await asyncio.sleep(0.1)
 
+    async def supervise(self) -> None:
+        """Restarts any child that exits while the mesh runs; returns only when cancelled."""
+        await asyncio.gather(*(self._keep_alive(name) for name in list(self.children)))
+
+    async def _keep_alive(self, name: str) -> None:
+        module = next(m for n, m, _, _ in SERVICES if n == name)
+        failures = 0
+        started = time.monotonic()
+        while True:
+            code = await self.children[name].wait()
+            if self.stopping:
+                return
+            if time.monotonic() - started > STABLE_S:
+                failures = 0
+            wait = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            print(f"qnet: {name} exited with code {code}; restarting it in {wait:.1f} s", file=sys.stderr, flush=True)
+            await asyncio.sleep(wait)
+            if self.stopping:
+                return
+            started = time.monotonic()
+            try:  # the same ports: Envoy and the other services keep its address
+                await self._start(name, module, _split(self.addresses[name])[1], _split(self.metrics[name])[1],
+                                  exact=True)
+                print(f"qnet: {name} is back at {self.addresses[name]}", file=sys.stderr, flush=True)
+            except RuntimeError as error:
+                failures += 1
+                print(f"qnet: restarting {name} failed: {error}", file=sys.stderr, flush=True)
+                continue
+            failures += 1
+
     async def stop(self, grace: float = 15.0) -> None:
-        if self.envoy is not None:
-            await asyncio.to_thread(self.envoy.stop)
-        # Reverse start order: the front stops taking work first; backends finish tasks last.
+        self.stopping = True
+        # Reverse start order, Envoy last: the services drain while Envoy still carries their last replies
+        # (the WebSocket bridge's 1001 close frames among them).
         for name in reversed(list(self.children)):
             process = self.children[name]
             if process.returncode is None:
@@ -159,6 +196,8 @@ class Mesh:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
+        if self.envoy is not None:
+            await asyncio.to_thread(self.envoy.stop)
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -196,12 +235,11 @@ async def amain(args: argparse.Namespace) -> int:
         print(f"QNET_MESH_READY url={url}/api/v2/network admin=http://{settings.host}:{mesh.envoy.admin_port} "
               f"{services} metrics:{metrics}", flush=True)
         print(f"qnet is ready at {url}/api/v2/network ({key_note}); Ctrl-C stops it", file=sys.stderr, flush=True)
-        watchers = [asyncio.create_task(p.wait()) for p in mesh.children.values()]
-        done, _ = await asyncio.wait({stopping, *watchers}, return_when=asyncio.FIRST_COMPLETED)
-        if stopping not in done:
-            dead = [n for n, p in mesh.children.items() if p.returncode is not None]
-            print(f"qnet: {', '.join(dead)} exited; stopping the mesh", file=sys.stderr, flush=True)
-            return 1
+        supervisor = asyncio.create_task(mesh.supervise())
+        await stopping
+        mesh.stopping = True
+        supervisor.cancel()
+        await asyncio.gather(supervisor, return_exceptions=True)
         return 0
     except Exception as error:
         print(f"qnet: could not start the mesh: {error}", file=sys.stderr, flush=True)

@@ -61,3 +61,64 @@ def test_stopping_the_launcher_leaves_no_process_behind(tmp_path, how):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"{how} left processes behind: {left}"
+
+
+def child_running(mesh, module: str) -> int:
+    for pid in descendants(mesh.process.pid):
+        try:
+            if module in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                return pid
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"no process runs {module}")
+
+
+@pytest.mark.slow
+def test_a_crashed_service_is_restarted_on_its_address_while_the_rest_keep_serving(tmp_path):
+    mesh = start_mesh(tmp_path)
+    try:
+        assert mesh.request("GET", "/aggregate/methods").status == 200
+        crashed = child_running(mesh, "services.aggregator.main")
+        os.kill(crashed, signal.SIGKILL)
+        assert mesh.request("GET", "/status").status == 200  # the others keep serving meanwhile
+        deadline = time.monotonic() + 30
+        while (reply := mesh.request("GET", "/aggregate/methods", timeout=10)).status != 200:
+            assert reply.status == 503, reply.body  # Envoy's documented answer while it is down
+            assert time.monotonic() < deadline, "the aggregator was not back within 30 s"
+            time.sleep(0.25)
+        assert mesh.process.poll() is None, "the launcher stopped the mesh"
+        assert child_running(mesh, "services.aggregator.main") != crashed
+    finally:
+        mesh.process.send_signal(signal.SIGTERM)
+        assert mesh.process.wait(timeout=60) == 0
+
+
+@pytest.mark.slow
+def test_a_stopping_mesh_closes_websocket_clients_with_1001(tmp_path):
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    from tests.e2e.conftest import DEV_KEY
+
+    mesh = start_mesh(tmp_path)
+
+    async def scenario() -> int | None:
+        async with connect(mesh.url.replace("http://", "ws://") + "/stream") as ws:
+            await ws.send(json.dumps({"api_key": DEV_KEY, "subscribe": ["job_updates"]}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            mesh.process.send_signal(signal.SIGTERM)
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), timeout=30)
+            except ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd else None
+
+    try:
+        code = asyncio.run(scenario())
+    finally:
+        mesh.process.send_signal(signal.SIGTERM)
+        mesh.process.wait(timeout=60)
+    assert code == 1001, f"closed with {code} (1006 or None: the connection was cut, not closed)"
