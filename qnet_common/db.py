@@ -195,6 +195,14 @@ class Database:
                 for statement in statements:
                     tx.execute(statement)
 
+    def reachable(self) -> bool:
+        """True when a statement gets through now (health checks)."""
+        try:
+            self.query("SELECT 1")
+        except errors.Unavailable:
+            return False
+        return True
+
     def is_unique_violation(self, error: BaseException) -> bool:
         """True when `error` is this database's unique-constraint violation (a concurrent insert won)."""
         if self.dialect == "sqlite":

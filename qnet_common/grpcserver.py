@@ -8,6 +8,7 @@ metrics endpoint, prints one ready line, and on SIGTERM or SIGINT drains in-flig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import signal
@@ -266,12 +267,38 @@ async def run_service(
     print(f"QNET_READY service={service} grpc={settings.host}:{port} metrics={settings.host}:{metrics_port}",
           flush=True)
     log.info("serving service=%s grpc_port=%d metrics_port=%d", service, port, metrics_port)
+    follower = None
+    if keys is not None:  # every call is authenticated against the database: serving means reaching it
+        follower = asyncio.create_task(
+            _follow_database(health_servicer, [*component.service_names, ""], keys.db, stop_event))
     await stop_event.wait()
     log.info("draining service=%s grace_s=%.1f", service, settings.grace_s)
+    if follower is not None:
+        follower.cancel()
     await health_servicer.enter_graceful_shutdown()
     await asyncio.gather(server.stop(settings.grace_s), component.stop(settings.grace_s))
     metrics_server.shutdown()
     log.info("stopped service=%s", service)
+
+
+#: How often a service checks that it reaches its database (health turns NOT_SERVING while it does not).
+DATABASE_CHECK_S = 1.0
+
+
+async def _follow_database(health_servicer: health.aio.HealthServicer, names: list[str], db: Database,
+                           stopping: asyncio.Event) -> None:
+    serving = True
+    while not stopping.is_set():
+        reachable = await asyncio.to_thread(db.reachable)
+        if reachable != serving:
+            serving = reachable
+            status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in names:
+                await health_servicer.set(name, status)
+            log.log(logging.INFO if reachable else logging.WARNING, "database %s: health %s",
+                    "reachable again" if reachable else "unreachable", "SERVING" if reachable else "NOT_SERVING")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=DATABASE_CHECK_S)
 
 
 def serve(service: str, build: Callable[[Settings], Awaitable[Component]], **defaults: object) -> None:

@@ -54,6 +54,10 @@ class ApiKeyStore:
         self._db = db
         db.migrate(SCHEMA)
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
     def create(
         self, name: str, *, secret: str | None = None, shots_per_day: int | None = None,
         cost_per_day: float | None = None, admin: bool = False,

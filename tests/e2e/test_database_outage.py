@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.e2e.conftest import start_mesh, stop_mesh
 from tests.e2e.test_slice import BELL
@@ -30,6 +32,19 @@ def mesh_on_private_postgres(tmp_path):
     server.stop()
 
 
+def health(mesh, service: str) -> str:  # noqa: ANN001
+    with grpc.insecure_channel(mesh.addresses[service]) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def wait_for_health(mesh, service: str, wanted: str, timeout: float = 15) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while (found := health(mesh, service)) != wanted:
+        assert time.monotonic() < deadline, f"{service} stayed {found}, expected {wanted}"
+        time.sleep(0.2)
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_database_outage_is_a_retryable_503_and_the_mesh_recovers_by_itself(mesh_on_private_postgres):
@@ -39,7 +54,9 @@ def test_a_database_outage_is_a_retryable_503_and_the_mesh_recovers_by_itself(me
     assert before.status == 200 and before.body["data"]["status"] == "completed", before.body
     job_id = before.body["data"]["job_id"]
 
+    assert health(mesh, "scheduler") == "SERVING"
     server.halt()
+    wait_for_health(mesh, "scheduler", "NOT_SERVING")  # a load balancer takes it out of rotation
     for method, path, payload in (("GET", f"/execute/{job_id}", None), ("POST", "/execute", body),
                                   ("GET", "/status", None)):
         started = time.monotonic()
@@ -54,5 +71,6 @@ def test_a_database_outage_is_a_retryable_503_and_the_mesh_recovers_by_itself(me
         assert time.monotonic() < deadline, f"not serving {RECOVERY_S} s after the database returned"
         time.sleep(0.25)
     assert reply.body["data"]["status"] == "completed"
+    wait_for_health(mesh, "scheduler", "SERVING")
     after = mesh.request("POST", "/execute", body)
     assert after.status == 200 and after.body["data"]["status"] == "completed", after.body

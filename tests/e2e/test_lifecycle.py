@@ -122,3 +122,34 @@ def test_a_stopping_mesh_closes_websocket_clients_with_1001(tmp_path):
         mesh.process.send_signal(signal.SIGTERM)
         mesh.process.wait(timeout=60)
     assert code == 1001, f"closed with {code} (1006 or None: the connection was cut, not closed)"
+
+
+@pytest.mark.slow
+def test_a_draining_scheduler_answers_a_waiting_execute_with_the_job_and_the_job_still_completes(tmp_path):
+    import threading
+
+    from tests.e2e.conftest import SLOW_DEVICE
+    from tests.e2e.test_slice import BELL
+
+    # A grace shorter than the slow device's run: the job cannot finish before the scheduler leaves.
+    mesh = start_mesh(tmp_path, {"QNET_GRACE_S": "1"})
+    try:
+        replies = []
+        waiting = threading.Thread(target=lambda: replies.append(mesh.request(
+            "POST", "/execute", {"qasm": BELL, "backends": [SLOW_DEVICE], "shots": 10},
+            headers={"Idempotency-Key": "drain-1"}, timeout=60)))
+        waiting.start()
+        time.sleep(0.5)  # the job is accepted and running on the slow device
+        os.kill(child_running(mesh, "services.scheduler.main"), signal.SIGTERM)
+        waiting.join(timeout=60)
+        reply = replies[0]
+        assert reply.status == 200, reply.body  # the job as it stands, with its id: not a 503
+        job_id = reply.body["data"]["job_id"]
+        deadline = time.monotonic() + 60
+        while (job := mesh.request("GET", f"/execute/{job_id}", timeout=10)).status != 200 or \
+                job.body["data"]["status"] != "completed":
+            assert time.monotonic() < deadline, f"the job never completed: {job.body}"
+            time.sleep(0.5)
+    finally:
+        mesh.process.send_signal(signal.SIGTERM)
+        mesh.process.wait(timeout=60)

@@ -39,6 +39,10 @@ BACKOFF_S = (0.2, 0.5, 1.0)
 TASK_TIMEOUT_S = 300.0
 
 
+#: The share of the drain grace that running jobs get to finish before they are handed back.
+DRAIN_SHARE = 0.7
+
+
 class Engine:
     """Use cases over a job store (blocking calls, run in threads), the devices and the aggregator."""
 
@@ -112,12 +116,13 @@ class Engine:
         return job
 
     async def wait(self, job_id: str, timeout: float) -> Job:
-        """Returns the job once terminal, or as it stands after `timeout` seconds."""
+        """Returns the job once terminal, or as it stands after `timeout` seconds, or at once when this
+        scheduler is draining and not running the job itself (the caller gets its id, never an error)."""
         deadline = time.monotonic() + timeout
         delay = 0.01
         while True:
             job = await asyncio.to_thread(self.store.get, job_id)
-            if job.terminal or time.monotonic() >= deadline:
+            if job.terminal or time.monotonic() >= deadline or (self._stopping and job_id not in self._running):
                 return job
             task = self._running.get(job_id)
             if task is not None:
@@ -151,8 +156,9 @@ class Engine:
         self._stopping = True
         self._wake.set()
         running = list(self._running.values())
-        if running:
-            await asyncio.wait(running, timeout=grace)
+        if running:  # hand back what is unfinished a little before the server's grace ends, so that the
+            # requests waiting for these jobs can still answer with the job as it stands
+            await asyncio.wait(running, timeout=grace * DRAIN_SHARE)
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
