@@ -464,12 +464,8 @@ class Parser:
     def const(self, top: bool) -> None:
         start = self.i
         self.i += 1
-        if self.tok not in _TYPES:
+        if not self.classical_type():
             raise self.fail(f"expected a type (int, uint, float, angle, bool) after const, found {self.tok!r}")
-        self.i += 1
-        if self.accept("["):
-            self.constant(self.expression())
-            self.expect("]")
         name = self.name("a constant's name")
         self.expect("=")
         value = self.constant(self.expression())
@@ -479,6 +475,16 @@ class Parser:
         if name in self.consts or name in self.qregs or name in self.cregs or name in _CONSTANTS:
             raise self.fail(f"{name!r} is declared twice", start)
         self.consts[name] = value
+
+    def classical_type(self) -> bool:
+        """Skips `int`, `uint[32]`, `float[64]`, ... (qnet computes in Python numbers); False when none."""
+        if self.tok not in _TYPES:
+            return False
+        self.i += 1
+        if self.accept("["):
+            self.constant(self.expression())
+            self.expect("]")
+        return True
 
     def constant(self, expr: Expr) -> float | int:
         if isinstance(expr, tuple):
@@ -681,11 +687,7 @@ class Parser:
     def loop(self) -> For:
         start = self.i
         self.i += 1
-        if self.tok in _TYPES:
-            self.i += 1
-            if self.accept("["):
-                self.constant(self.expression())
-                self.expect("]")
+        self.classical_type()  # optional here
         var = self.name("a loop variable")
         self.expect("in")
         at = self.i
