@@ -42,19 +42,15 @@ lint: setup ## ruff and the import-linter layering contract
 test-unit: setup ## Unit tests: domain and servicers, no sockets
 	$(PY) -m pytest -q tests/unit
 
-test-integration: setup ## Integration tests: real aio servers on port 0, real SQLite and PostgreSQL
+test-integration: setup test-tools ## Integration tests: real aio servers on port 0, real SQLite and PostgreSQL
 	$(PY) -m pytest -q tests/integration
 
 test-e2e: setup test-tools ## End-to-end tests: the real mesh behind real Envoy, as an HTTP and WebSocket client
 	$(PY) -m pytest -q tests/e2e
 
-# Real peers the end-to-end tests drive: Prometheus (Debian's package) and Node's `ws` client (npm).
+# Real peers the tests drive (PostgreSQL, Prometheus, Node's `ws`), installed when missing.
 test-tools:
-	@command -v prometheus >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || \
-		echo "prometheus not installed: its test will be skipped"
-	@[ -d tests/e2e/node/node_modules/ws ] || { command -v npm >/dev/null && \
-		npm install --silent --prefix tests/e2e/node >/dev/null; } || echo "npm not available: the Node test will be skipped"
+	@scripts/test_tools.sh
 
 test: lint test-unit test-integration test-e2e ## Every tier
 

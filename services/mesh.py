@@ -169,15 +169,13 @@ class Mesh:
             if self.stopping:
                 return
             started = time.monotonic()
+            failures += 1
             try:  # the same ports: Envoy and the other services keep its address
                 await self._start(name, module, _split(self.addresses[name])[1], _split(self.metrics[name])[1],
                                   exact=True)
                 print(f"qnet: {name} is back at {self.addresses[name]}", file=sys.stderr, flush=True)
             except RuntimeError as error:
-                failures += 1
                 print(f"qnet: restarting {name} failed: {error}", file=sys.stderr, flush=True)
-                continue
-            failures += 1
 
     async def stop(self, grace: float = 15.0) -> None:
         self.stopping = True

@@ -13,7 +13,8 @@ def postgres_server():
     server = Server()
     dsn = server.find_or_start()
     if dsn is None:
-        pytest.skip("no PostgreSQL server found and none could be started (set QNET_TEST_POSTGRES_DSN)")
+        pytest.fail("no PostgreSQL server found and none could be started: `make test` installs Debian's"
+                    " postgresql when initdb is missing (or set QNET_TEST_POSTGRES_DSN)")
     yield server
     server.stop()
 

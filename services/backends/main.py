@@ -47,6 +47,7 @@ class BackendsComponent:
             devices, self._executor, stored, settings.faults, on_status=self._statuses.save, reader=self._reader,
             load_statuses=self._statuses.load,
         )
+        self._follower: asyncio.Task | None = None
         for device_id, status in settings.device_status.items():
             if device_id in devices:
                 self._statuses.save(device_id, status)
@@ -59,11 +60,13 @@ class BackendsComponent:
         )
 
     async def start(self) -> None:
-        return None
+        self._follower = asyncio.create_task(self.fleet.follow_statuses())
 
     async def stop(self, grace: float) -> None:
         """Queued tasks are handed back (BACKEND_UNAVAILABLE: the scheduler runs them elsewhere); running ones
         finish within the server's grace; then the executors and the database close."""
+        if self._follower is not None:
+            self._follower.cancel()
         handed_back = self.fleet.begin_drain()
         log.info("draining: handed back %d queued tasks", handed_back)
         await asyncio.to_thread(self._executor.shutdown, wait=False, cancel_futures=True)

@@ -18,7 +18,7 @@ NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
 def test_the_specs_javascript_example_prints_live_job_updates(mesh):
     node = shutil.which("node")
     if node is None or not (NODE_DIR / "node_modules" / "ws").exists():
-        pytest.skip("node or its ws package is missing (make test-e2e installs ws with npm)")
+        pytest.fail("node or its ws package is missing (make test-e2e installs both)")
     url = mesh.url.replace("http://", "ws://") + "/stream"
     process = subprocess.Popen([node, str(NODE_DIR / "spec_example.js"), url, DEV_KEY], stdout=subprocess.PIPE,
                                text=True)

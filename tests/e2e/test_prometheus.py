@@ -36,7 +36,7 @@ def query(base: str, expression: str) -> float:
 def prometheus(mesh, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("Debian's prometheus package is not installed (make test-e2e installs it with apt-get)")
+        pytest.fail("Debian's prometheus package is not installed (make test-e2e installs it with apt-get)")
     config = SHIPPED.read_text()
     # The shipped config names make run's ports; this mesh picked its own: same jobs, this run's ports.
     ports = {"scheduler": 9101, "backends": 9102, "aggregator": 9103, "network": 9104, "gateway": 9105}

@@ -132,7 +132,7 @@ def test_fifty_concurrent_reservations_never_overspend_the_quota(db_url):
     def reserve(i: int) -> None:
         nonlocal accepted
         try:
-            stores[i % 5].reserve("key_q", "2026-11-24", 100, 0.0, 1000, None)
+            stores[i % 5].insert(_job(owner="key_q"), charge=Charge("2026-11-24", 100, 0.0, 1000, None))
         except errors.QuotaExceeded:
             return
         with lock:
@@ -143,6 +143,7 @@ def test_fifty_concurrent_reservations_never_overspend_the_quota(db_url):
     assert accepted == 10
     used = stores[0].db.query("SELECT shots FROM usage WHERE owner = 'key_q'")[0]["shots"]
     assert used == 1000
+    assert stores[0].db.query("SELECT COUNT(*) AS n FROM jobs WHERE owner = 'key_q'")[0]["n"] == 10
 
 
 def test_twenty_concurrent_retries_of_one_request_make_one_job_and_one_charge(db_url):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -35,9 +34,9 @@ class Run:
 class Fleet:
     """Routes tasks to devices. Status changes go through `on_status`, which persists and publishes them.
 
-    With `load_statuses` (the shared store), statuses are read from it again whenever they are older than
-    STATUS_TTL_S, so a change made through any replica is seen by every replica; while the store cannot be
-    read, the last statuses read stay in force.
+    With `load_statuses` (the shared store), `follow_statuses` reads them again every STATUS_TTL_S, off the
+    event loop, so a change made through any replica is seen by every replica; while the store cannot be read,
+    the last statuses read stay in force.
     """
 
     STATUS_TTL_S = 0.1
@@ -60,11 +59,10 @@ class Fleet:
             device_id: DeviceQueue(device_id, executor, concurrency=1, max_queue_depth=200)
             for device_id in self.devices
         }
-        self._statuses = {device_id: statuses.get(device_id, "online") for device_id in self.devices}
-        for device_id, status in self._statuses.items():
+        self.statuses = {device_id: statuses.get(device_id, "online") for device_id in self.devices}
+        for device_id, status in self.statuses.items():
             _check_status(device_id, status)
         self._load_statuses = load_statuses
-        self._statuses_read = time.monotonic()
         self.faults = dict(faults or {})
         for device_id, fault in self.faults.items():
             if fault not in FAULTS:
@@ -73,20 +71,24 @@ class Fleet:
         #: Set by begin_drain: no new tasks; queued ones are handed back.
         self.draining = False
 
-    @property
-    def statuses(self) -> dict[str, str]:
-        """Every served device's status, as the shared store has it now (at most STATUS_TTL_S old)."""
-        if self._load_statuses is not None and time.monotonic() - self._statuses_read > self.STATUS_TTL_S:
-            try:
-                stored = self._load_statuses()
-            except Exception:  # noqa: BLE001 - the store is unreachable: the last statuses read stay in force
-                log.warning("reading device statuses failed; keeping the last ones", exc_info=True)
-            else:
-                for device_id in self._statuses:
-                    if stored.get(device_id) in DEVICE_STATUSES:
-                        self._statuses[device_id] = stored[device_id]
-            self._statuses_read = time.monotonic()
-        return self._statuses
+    def refresh_statuses(self) -> None:
+        """Reads the shared statuses once (blocking: run it off the event loop)."""
+        if self._load_statuses is None:
+            return
+        try:
+            stored = self._load_statuses()
+        except Exception:  # noqa: BLE001 - the store is unreachable: the last statuses read stay in force
+            log.warning("reading device statuses failed; keeping the last ones", exc_info=True)
+            return
+        for device_id in self.statuses:
+            if stored.get(device_id) in DEVICE_STATUSES:
+                self.statuses[device_id] = stored[device_id]
+
+    async def follow_statuses(self) -> None:
+        """Keeps the statuses as the shared store has them, at most STATUS_TTL_S old; runs until cancelled."""
+        while True:
+            await asyncio.to_thread(self.refresh_statuses)
+            await asyncio.sleep(self.STATUS_TTL_S)
 
     def device(self, device_id: str) -> Device:
         try:
@@ -161,7 +163,7 @@ class Fleet:
         _check_status(device_id, status)
         if self._on_status is not None:
             self._on_status(device_id, status)
-        self._statuses[device_id] = status
+        self.statuses[device_id] = status
 
 
 def _reading_bytes(reading: Circuit | errors.QnetError) -> int:

@@ -302,15 +302,9 @@ class JobStore:
             )
             return int(tx.one("SELECT turn FROM round_robin WHERE rotation = ?", (rotation,))["turn"])
 
-    def reserve(
-        self, owner: str, day: str, shots: int, cost: float, shots_limit: int | None, cost_limit: float | None
-    ) -> None:
-        """Adds to the owner's usage of the day, or raises QuotaExceeded without changing anything."""
-        with self.db.transaction() as tx:
-            self._reserve(tx, owner, day, shots, cost, shots_limit, cost_limit)
-
     def _reserve(self, tx: Tx, owner: str, day: str, shots: int, cost: float, shots_limit: int | None,
                  cost_limit: float | None) -> None:
+        """Adds to the owner's usage of the day, or raises QuotaExceeded (the caller's transaction rolls back)."""
         lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
         tx.execute("INSERT INTO usage (owner, day) VALUES (?, ?) ON CONFLICT (owner, day) DO NOTHING",
                    (owner, day))

@@ -76,11 +76,7 @@ class Engine:
             )
         names = list(request.backends) or [d.backend for d in known]
         assessments = await self.devices.assess(names, request.qasm, request.shots)
-        try:
-            choose(request.strategy, self._candidates(request, known, assessments))
-        except errors.NoBackends:  # a refusal never rests on a cached status: ask again before refusing
-            known = await self.devices.list(fresh=True)
-            choose(request.strategy, self._candidates(request, known, assessments))
+        choose(request.strategy, await self._current_candidates(request, assessments, known))
         return assessments
 
     async def submit(
@@ -246,10 +242,7 @@ class Engine:
         request = job.request
         assessments = {k: Assessment(**v) for k, v in job.assessments.items()}
         try:
-            known = await self.devices.list()
-            candidates = self._candidates(request, known, assessments)
-            if not any(c.eligible for c in candidates):  # never fail a job on a cached status: ask again
-                candidates = self._candidates(request, await self.devices.list(fresh=True), assessments)
+            candidates = await self._current_candidates(request, assessments)
             turn = 0
             if request.strategy == "round_robin":
                 rotation = ",".join(sorted(c.backend for c in candidates))
@@ -346,6 +339,15 @@ class Engine:
         return run
 
     # --- helpers -----------------------------------------------------------------------------------------
+
+    async def _current_candidates(self, request: JobRequest, assessments: dict[str, Assessment],
+                                  known: list | None = None) -> list[Candidate]:
+        """The candidates by the devices' statuses; when none is eligible by the (briefly cached) list, by a
+        fresh one: a job is never refused or failed on a stale status."""
+        candidates = self._candidates(request, known or await self.devices.list(), assessments)
+        if not any(c.eligible for c in candidates):
+            candidates = self._candidates(request, await self.devices.list(fresh=True), assessments)
+        return candidates
 
     @staticmethod
     def _candidates(request: JobRequest, known: list, assessments: dict[str, Assessment]) -> list[Candidate]:

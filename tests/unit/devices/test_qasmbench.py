@@ -144,6 +144,9 @@ def test_qasmbench_runs_with_the_exact_distribution_or_its_documented_400(device
         theirs = {k.replace(" ", ""): v for k, v in raw.items()}
         keys = sorted(set(theirs) | set(result.counts))
         table = np.array([[result.counts.get(k, 0) for k in keys], [theirs.get(k, 0) for k in keys]])
-        table = table[:, table.sum(axis=0) >= 10] if table.shape[1] > 1 else table
-        p_value = 1.0 if table.shape[1] < 2 else float(stats.chi2_contingency(table).pvalue)
+        common = table[:, table.sum(axis=0) >= 10]
+        if common.shape[1] < 2:  # one dominant outcome: both readings must give exactly the same outcomes
+            assert set(result.counts) == set(theirs), (path.stem, result.counts, theirs)
+            return
+        p_value = float(stats.chi2_contingency(common).pvalue)
     assert p_value > P_VALUE, f"{path.stem} on {device_id}: p = {p_value:.3g}"

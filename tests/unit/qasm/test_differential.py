@@ -111,11 +111,11 @@ def test_qiskit_exports_every_standard_gate_but_the_expected_refusals() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "version"), [pytest.param(n, v, id=f"{n}-qasm{v}") for n in _GATE_NAMES for v in _VERSIONS]
+    ("name", "version"),
+    # Pairs Qiskit's exporter cannot write are left out here; the test above asserts exactly which they are.
+    [pytest.param(n, v, id=f"{n}-qasm{v}") for n in _GATE_NAMES for v in _VERSIONS if (n, v) not in _EXPORT_REFUSED],
 )
 def test_standard_gate_reads_as_qiskit_reads_it(name: str, version: str) -> None:
-    if (name, version) in _EXPORT_REFUSED:
-        pytest.skip("Qiskit's exporter cannot write this gate (asserted by the test above)")
     text = _DUMPS[version](_gate_circuit(name))
     assert_same_unitary(read_qiskit(text, version), text, f"{name} exported as OpenQASM {version}")
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests drive when they are missing: PostgreSQL's binaries (the outage tests start,
+# stop and restart a server of their own), Debian's Prometheus, Node with npm, and Node's `ws` client.
+# A tool that cannot be installed here stops `make test` with a message saying which: the tests never skip it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+updated=0
+apt_install() {
+  if ! command -v apt-get >/dev/null || [ "$(id -u)" != 0 ]; then
+    echo "test tools: $* missing, and installing it needs root and apt-get; install it and run again" >&2
+    exit 1
+  fi
+  if [ "$updated" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    updated=1
+  fi
+  echo "test tools: installing $* (Debian)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
+command -v prometheus >/dev/null || apt_install prometheus
+{ command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
+[ -d tests/e2e/node/node_modules/ws ] || npm install --silent --prefix tests/e2e/node >/dev/null
