@@ -68,6 +68,7 @@ def test_the_standard_headers_are_served_from_qnets_own_copies():
     ("qreg q[1];\nrx(exp(1000)) q[0];", "INVALID_QASM"),
     ("qreg q[1];\nrx(1e999) q[0];", "INVALID_QASM"),
     ("qreg q[1];\nrx(1/0) q[0];", "INVALID_QASM"),
+    ("qreg q[1];\nrx(int(1e300)) q[0];", "INVALID_QASM"),
     ("qreg q[2];\ngate g a { cx a, a; }", "INVALID_QASM"),
     ("qreg q[2];\ncx q[0], q[0];", "INVALID_QASM"),
     ("qreg q[1];\nopaque magic a;", "UNSUPPORTED_INSTRUCTION"),

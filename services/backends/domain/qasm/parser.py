@@ -834,11 +834,10 @@ def _lower_bounds(body: tuple) -> tuple[int, int]:
 # --- evaluation (shared by folding here and by the expander) ------------------------------------------------
 
 
-class _Locator:
-    """Anything with `error_at(message, index)`."""
+class _Locator(Protocol):
+    """Anything with `error_at(message, index)`: the parser while folding, the expander while expanding."""
 
-    def error_at(self, message: str, at: int) -> errors.InvalidArgument:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def error_at(self, message: str, at: int) -> errors.InvalidArgument: ...
 
 
 def _checked(value: object, where: _Locator, at: int) -> float | int:
@@ -932,7 +931,7 @@ def evaluate_call(name: str, value: float | int, where: _Locator, at: int) -> fl
     if name == "int":
         if not math.isfinite(value):
             raise where.error_at("int() of a value that is not finite", at)
-        return int(value)
+        return _checked(int(value), where, at)
     if name == "float":
         return float(value)
     try:
