@@ -26,6 +26,8 @@ ENVELOPE_HEADER = "qnet-error-envelope"
 #: Longest error message sent as metadata. It travels three times (grpc-message, grpc-status-details-bin and
 #: the envelope), and Envoy resets a response whose headers pass 60 KiB: the client would get a 503 instead.
 MAX_MESSAGE_CHARS = 4000
+#: Request metadata Envoy sets on every routed request: the address the client reached it at.
+EDGE_HEADER = "x-qnet-edge"
 
 
 def error_envelope(code: str, message: str) -> str:
@@ -136,38 +138,72 @@ def body_schema(descriptor_path: str, services: list[str]) -> str:
     return "\n".join(lines)
 
 
+#: Active health checks: a replica reporting NOT_SERVING (draining, or cut off from its database) is out of
+#: rotation within HEALTH_INTERVAL_S * UNHEALTHY_THRESHOLD; services wait QNET_DRAIN_DELAY_S, longer than that,
+#: before they stop taking requests. When every replica of a cluster is unhealthy, Envoy routes to them all
+#: anyway (panic mode): the services then answer the documented 503 themselves.
+HEALTH_INTERVAL_S = 0.5
+UNHEALTHY_THRESHOLD = 2
+
+
+def _cluster(name: str, endpoints: list[tuple[str, int]], health_check: str, *, http2: bool) -> str:
+    lines = [
+        f"  - name: {name}",
+        "    type: STATIC",
+        "    connect_timeout: 2s",
+    ]
+    if http2:
+        lines += [
+            "    typed_extension_protocol_options:",
+            "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:",
+            '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+            "        explicit_http_config: { http2_protocol_options: {} }",
+        ]
+    lines += [
+        "    health_checks:",
+        f"    - {{ timeout: 1s, interval: {HEALTH_INTERVAL_S}s, no_traffic_interval: {HEALTH_INTERVAL_S}s,"
+        f" unhealthy_threshold: {UNHEALTHY_THRESHOLD}, healthy_threshold: 1, {health_check} }}",
+        # A replica that refuses connections or resets them is ejected at once; the services' own 5xx
+        # answers (a documented 503 while the database is down) never eject one.
+        "    outlier_detection: { split_external_local_origin_errors: true, consecutive_local_origin_failure: 2,"
+        " enforcing_consecutive_local_origin_failure: 100, enforcing_consecutive_5xx: 0,"
+        " enforcing_consecutive_gateway_failure: 0, enforcing_success_rate: 0,"
+        " enforcing_local_origin_success_rate: 0, interval: 1s, base_ejection_time: 5s, max_ejection_percent: 100 }",
+        "    load_assignment:",
+        f"      cluster_name: {name}",
+        "      endpoints:",
+        "      - lb_endpoints:",
+    ]
+    lines += [f"        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
+              for host, port in endpoints]
+    return "\n".join(lines)
+
+
 def render_config(
     *, listen_host: str, listen_port: int, admin_port: int, descriptor_path: str,
-    upstreams: dict[str, tuple[str, int]], stream_upstream: tuple[str, int],
+    upstreams: dict[str, list[tuple[str, int]]], stream_upstreams: list[tuple[str, int]],
     route_timeout_s: float = GRPC_ROUTE_TIMEOUT_S,
 ) -> str:
-    """The Envoy config for these gRPC upstreams (public service full name -> host, port).
+    """The Envoy config for these gRPC upstreams (public service full name -> its replicas' host, port).
 
     Port 0 for the listener or the admin endpoint lets the OS pick; EnvoyProcess reports the bound ports.
     """
     routes, clusters = [], []
-    for service, (host, port) in sorted(upstreams.items()):
+    for service, endpoints in sorted(upstreams.items()):
         name = _cluster_name(service)
         # Transcoded requests are routed again on their gRPC path (the transcoder clears the route cache);
-        # `grpc: {}` keeps plain HTTP to that path out (it gets the 404 envelope).
+        # `grpc: {}` keeps plain HTTP to that path out (it gets the 404 envelope). A request that never
+        # reached a replica (refused connection or stream) is tried once more on another.
         routes.append(
             f'              - match: {{ prefix: "/{service}/", grpc: {{}} }}\n'
-            f"                route: {{ cluster: {name}, timeout: {route_timeout_s:g}s }}"
+            f"                route: {{ cluster: {name}, timeout: {route_timeout_s:g}s, retry_policy: {{"
+            ' retry_on: "connect-failure,refused-stream", num_retries: 2,'
+            ' retry_host_predicate: [{ name: envoy.retry_host_predicates.previous_hosts, typed_config: {'
+            ' "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate'
+            " } }] } }"
         )
-        clusters.append(
-            f"  - name: {name}\n"
-            "    type: STATIC\n"
-            "    connect_timeout: 2s\n"
-            "    typed_extension_protocol_options:\n"
-            "      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n"
-            '        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n'
-            "        explicit_http_config: { http2_protocol_options: {} }\n"
-            "    load_assignment:\n"
-            f"      cluster_name: {name}\n"
-            "      endpoints:\n"
-            "      - lb_endpoints:\n"
-            f"        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}"
-        )
+        clusters.append(_cluster(name, endpoints, "grpc_health_check: {}", http2=True))
+    clusters.append(_cluster("gateway", stream_upstreams, 'http_health_check: { path: "/healthz" }', http2=False))
     source = body_schema(descriptor_path, list(upstreams)) + "\n\n" + LUA.read_text()
     lua = "\n".join((" " * 18 + line).rstrip() for line in source.splitlines())
     return string.Template(TEMPLATE.read_text()).substitute(
@@ -177,10 +213,9 @@ def render_config(
         descriptor_path=descriptor_path,
         services=", ".join(sorted(upstreams)),
         grpc_routes="\n".join(routes),
-        grpc_clusters="\n".join(clusters),
+        clusters="\n".join(clusters),
         lua_source=lua,
-        stream_host=stream_upstream[0],
-        stream_port=stream_upstream[1],
+        edge_header=EDGE_HEADER,
     )
 
 

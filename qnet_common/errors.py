@@ -173,6 +173,13 @@ class WatcherTooSlow(QnetError):
     transient = True
 
 
+class TaskNotFound(QnetError):
+    """Internal: a backends replica does not know a task id (it restarted, or forgot the finished task)."""
+
+    code = "TASK_NOT_FOUND"
+    grpc_code = "NOT_FOUND"
+
+
 class TaskCancelled(QnetError):
     code = "CANCELLED"
     grpc_code = "CANCELLED"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -39,11 +41,17 @@ class _StreamKey(_ServiceKey, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(details), request)
 
 
+#: Calls spread over every address a target resolves to (`dns:///scheduler:50051` on Kubernetes,
+#: `ipv4:127.0.0.1:50051,127.0.0.1:50061` on one machine), skipping replicas whose grpc.health.v1 is not SERVING.
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
+
+
 def channel(address: str, service_key: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
         interceptors=[_UnaryKey(service_key), _StreamKey(service_key)],
-        options=[("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.enable_retries", 0)],
+        options=[("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.enable_retries", 0),
+                 ("grpc.service_config", SERVICE_CONFIG)],
     )
 
 

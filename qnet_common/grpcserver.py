@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,6 +30,7 @@ from qnet_common import errors, logs
 from qnet_common.db import Database
 from qnet_common.envoy import MAX_MESSAGE_CHARS, error_trailers
 from qnet_common.keys import ApiKeyStore
+from qnet_common.registry import Registry, keep_registered
 from qnet_common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -193,8 +195,12 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
                 started = time.perf_counter()
                 try:
                     await authenticate(context)
-                    async for item in inner_stream(request, context):
-                        yield item
+                    stream = inner_stream(request, context)
+                    if hasattr(stream, "__aiter__"):
+                        async for item in stream:
+                            yield item
+                    else:  # a servicer that writes with context.write (grpc.health.v1's Watch)
+                        await stream
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as error:
@@ -254,9 +260,7 @@ async def run_service(
 ) -> None:
     """Runs until `stop_event` is set, then drains: NOT_SERVING, stop RPCs and background work with grace."""
     server, port, health_servicer = await create_server(settings, service, component, keys)
-    bound = getattr(component, "on_bound", None)
-    if bound is not None:  # components that report their own address (the network's topology)
-        bound(f"{settings.host}:{port}")
+    address = settings.advertise_addr or f"{settings.host}:{port}"
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.host)
     metrics_port = metrics_server.server_port
     await component.start()
@@ -267,15 +271,27 @@ async def run_service(
     print(f"QNET_READY service={service} grpc={settings.host}:{port} metrics={settings.host}:{metrics_port}",
           flush=True)
     log.info("serving service=%s grpc_port=%d metrics_port=%d", service, port, metrics_port)
-    follower = None
+    background = []
+    registry = instance_id = None
     if keys is not None:  # every call is authenticated against the database: serving means reaching it
-        follower = asyncio.create_task(
-            _follow_database(health_servicer, [*component.service_names, ""], keys.db, stop_event))
+        background.append(asyncio.create_task(
+            _follow_database(health_servicer, [*component.service_names, ""], keys.db, stop_event)))
+        # Peers find this replica (and the devices it serves) in the registry.
+        registry = await asyncio.to_thread(Registry, keys.db)
+        instance_id = Registry.new_instance_id(service)
+        devices = tuple(getattr(component, "registry_devices", ()))
+        background.append(asyncio.create_task(keep_registered(registry, instance_id, service, address, devices)))
     await stop_event.wait()
     log.info("draining service=%s grace_s=%.1f", service, settings.grace_s)
-    if follower is not None:
-        follower.cancel()
+    for task in background:
+        task.cancel()
+    # Leaving: out of the registry and NOT_SERVING first, so that peers and Envoy stop sending new work.
     await health_servicer.enter_graceful_shutdown()
+    if registry is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(registry.deregister, instance_id)
+    # Still serving meanwhile: requests routed here before Envoy's health checks saw the change are answered.
+    await asyncio.sleep(settings.drain_delay_s)
     await asyncio.gather(server.stop(settings.grace_s), component.stop(settings.grace_s))
     metrics_server.shutdown()
     log.info("stopped service=%s", service)
@@ -301,6 +317,12 @@ async def _follow_database(health_servicer: health.aio.HealthServicer, names: li
             await asyncio.wait_for(stopping.wait(), timeout=DATABASE_CHECK_S)
 
 
+def use_pool(loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
+    """Blocking calls (the database's among them) run on db_pool_size threads: each thread keeps one database
+    connection, so this bounds the process's connections."""
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="blocking"))
+
+
 def serve(service: str, build: Callable[[Settings], Awaitable[Component]], **defaults: object) -> None:
     """The `main` of a service: settings from the environment, run until SIGTERM/SIGINT, then drain."""
     try:
@@ -313,6 +335,7 @@ def serve(service: str, build: Callable[[Settings], Awaitable[Component]], **def
     async def main() -> None:
         stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
+        use_pool(loop, settings)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_event.set)
         keys = await asyncio.to_thread(open_keys, settings)

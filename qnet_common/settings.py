@@ -64,16 +64,17 @@ class Settings:
     data_dir: pathlib.Path = pathlib.Path("var")
     #: sqlite:///path/to/file.db or postgresql://...; empty means SQLite in data_dir.
     database_url: str = ""
+    #: The address peers reach this replica at (a pod's IP and port); empty means the bound host:port.
+    advertise_addr: str = ""
     #: Shared secret the mesh's services use to call each other (never exposed through Envoy).
     service_key: str = ""
     log_level: str = "INFO"
     grace_s: float = 10.0
-    backends_addr: str = "127.0.0.1:50052"
     aggregator_addr: str = "127.0.0.1:50053"
+    #: The scheduler and the aggregator as gRPC targets: one address, several (`ipv4:host:port,host:port`)
+    #: or a DNS name (`dns:///scheduler:50051`); calls spread over the healthy ones. Backends replicas are
+    #: found in the registry instead, by the devices they serve.
     scheduler_addr: str = "127.0.0.1:50051"
-    network_addr: str = "127.0.0.1:50054"
-    gateway_addr: str = "127.0.0.1:8081"
-    envoy_addr: str = "127.0.0.1:8080"
     #: How long POST /execute waits for a job to finish before returning it as it stands.
     execute_wait_s: float = 30.0
     #: Device ids served by this backends process; empty means every known device.
@@ -82,6 +83,11 @@ class Settings:
     device_status: dict[str, str] = field(default_factory=dict)
     #: Injected device faults for resilience tests, e.g. {"ibm_brisbane": "unavailable"}.
     faults: dict[str, str] = field(default_factory=dict)
+    #: Seconds a draining replica keeps serving after it reported NOT_SERVING, so that Envoy's health checks
+    #: and its peers take it out of rotation before it stops taking requests (0 when it has no peers).
+    drain_delay_s: float = 0.0
+    #: Database connections per process (at most one per thread that uses the database).
+    db_pool_size: int = 8
     #: Scheduler worker tasks per process.
     workers: int = 8
     #: Seconds a claimed job stays leased to one scheduler before another may take it over.
@@ -107,19 +113,18 @@ class Settings:
             metrics_port=_int(env, "QNET_METRICS_PORT", base.metrics_port),
             data_dir=pathlib.Path(env.get("QNET_DATA_DIR", str(base.data_dir))),
             database_url=env.get("QNET_DATABASE_URL", base.database_url),
+            advertise_addr=env.get("QNET_ADVERTISE_ADDR", base.advertise_addr),
             service_key=env.get("QNET_SERVICE_KEY", base.service_key),
             log_level=env.get("QNET_LOG_LEVEL", base.log_level).upper(),
             grace_s=_float(env, "QNET_GRACE_S", base.grace_s),
-            backends_addr=env.get("QNET_BACKENDS_ADDR", base.backends_addr),
             aggregator_addr=env.get("QNET_AGGREGATOR_ADDR", base.aggregator_addr),
             scheduler_addr=env.get("QNET_SCHEDULER_ADDR", base.scheduler_addr),
-            network_addr=env.get("QNET_NETWORK_ADDR", base.network_addr),
-            gateway_addr=env.get("QNET_GATEWAY_ADDR", base.gateway_addr),
-            envoy_addr=env.get("QNET_ENVOY_ADDR", base.envoy_addr),
             execute_wait_s=_float(env, "QNET_EXECUTE_WAIT_S", base.execute_wait_s),
             devices=devices or base.devices,
             device_status=_pairs(env, "QNET_DEVICE_STATUS") or dict(base.device_status),
             faults=_pairs(env, "QNET_FAULTS") or dict(base.faults),
+            drain_delay_s=_float(env, "QNET_DRAIN_DELAY_S", base.drain_delay_s),
+            db_pool_size=_int(env, "QNET_DB_POOL_SIZE", base.db_pool_size, minimum=2),
             workers=_int(env, "QNET_WORKERS", base.workers, minimum=1),
             lease_s=_float(env, "QNET_LEASE_S", base.lease_s, minimum=0.1),
             ws_ping_s=_float(env, "QNET_WS_PING_S", base.ws_ping_s, minimum=0.1),

@@ -1,14 +1,21 @@
-"""Runs the whole qnet mesh on one machine: every service as its own process, plus Envoy in front.
+"""Runs the whole qnet mesh on one machine: every service replica as its own process, plus Envoy in front.
 
-    python -m services.mesh                 # make run: fixed ports, Envoy on 127.0.0.1:${QNET_HTTP_PORT:-8080}
+    python -m services.mesh                 # make run: one replica of each service, fixed ports, SQLite
+    python -m services.mesh --cluster       # make run-cluster: the topology an operator runs, on PostgreSQL
     python -m services.mesh --ephemeral     # every port picked by the OS (tests)
 
-Starts backends and aggregator, then scheduler, gateway and network (each learns the others' addresses),
-renders Envoy's config from its one template, waits until every gRPC service reports SERVING on
-grpc.health.v1, prints one ready line, and then supervises: a child that exits is started again on the same
-ports, with backoff, while the others keep serving. On Ctrl-C or SIGTERM it stops every child, services first
-(so the WebSocket bridge closes its clients with 1001 through Envoy) and Envoy last; none is left behind
-(children also get SIGTERM if this process dies).
+Starts the backends adapters and the aggregator, then the schedulers, the WebSocket bridges and the network
+service (each learns the others' addresses; backends replicas are found through the registry), renders Envoy's
+config from its one template with every replica as an endpoint, waits until every gRPC service reports SERVING
+on grpc.health.v1, prints one ready line, and then supervises: a child that exits is started again on the same
+ports, with backoff, while the others keep serving. On Ctrl-C or SIGTERM it stops every child in reverse start
+order (so the WebSocket bridges close their clients with 1001 through Envoy) and Envoy last; none is left
+behind (children also get SIGTERM if this process dies).
+
+Cluster mode (TOPOLOGIES["cluster"]): two schedulers, one adapter service per provider (ibm, ionq, rigetti,
+local) with two replicas of the local one, one aggregator, two WebSocket bridges and one network service, on
+PostgreSQL: QNET_DATABASE_URL when it names one, else a server started from the machine's initdb with its data
+in $QNET_DATA_DIR/postgres.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import secrets
 import signal
 import sys
 import time
+from dataclasses import dataclass, replace
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -35,20 +43,57 @@ from qnet_common.settings import Settings
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 READY = re.compile(r"QNET_READY service=(\S+) (grpc|http)=(\S+) metrics=(\S+)")
 
-#: (service, module, default gRPC/HTTP port, default metrics port), in start order.
-SERVICES = (
-    ("backends", "services.backends.main", 50052, 9102),
-    ("aggregator", "services.aggregator.main", 50053, 9103),
-    ("scheduler", "services.scheduler.main", 50051, 9101),
-    ("gateway", "services.gateway.main", 8081, 9105),
-    ("network", "services.network.main", 50054, 9104),
-)
-PUBLIC = {
-    "backends": "qnet.backends.v1.BackendService",
-    "aggregator": "qnet.aggregator.v1.AggregationService",
-    "scheduler": "qnet.scheduler.v1.ExecutionService",
-    "network": "qnet.network.v1.NetworkService",
+
+@dataclass(frozen=True)
+class Role:
+    """One kind of process: replica i listens on port + i and metrics_port + i (fixed ports)."""
+
+    name: str
+    service: str
+    port: int
+    metrics_port: int
+    replicas: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def module(self) -> str:
+        return f"services.{self.service}.main"
+
+    def children(self) -> list[tuple[str, int, int]]:
+        """(child name, port, metrics port) of each replica; a single replica is named as its role."""
+        if self.replicas == 1:
+            return [(self.name, self.port, self.metrics_port)]
+        return [(f"{self.name}-{i + 1}", self.port + i, self.metrics_port + i) for i in range(self.replicas)]
+
+
+#: Start order: adapters and aggregator first, the services that call them next, the network service last.
+TOPOLOGIES = {
+    "single": (
+        Role("backends", "backends", 50052, 9102),
+        Role("aggregator", "aggregator", 50053, 9103),
+        Role("scheduler", "scheduler", 50051, 9101),
+        Role("gateway", "gateway", 8081, 9105),
+        Role("network", "network", 50054, 9104),
+    ),
+    "cluster": (
+        Role("backends-ibm", "backends", 50152, 9152, env=(("QNET_DEVICES", "ibm_brisbane,ibm_torino"),)),
+        Role("backends-ionq", "backends", 50162, 9162, env=(("QNET_DEVICES", "ionq_simulator,ionq_aria"),)),
+        Role("backends-rigetti", "backends", 50172, 9172, env=(("QNET_DEVICES", "rigetti_aspen"),)),
+        Role("backends-local", "backends", 50182, 9182, replicas=2, env=(("QNET_DEVICES", "local_simulator"),)),
+        Role("aggregator", "aggregator", 50153, 9153),
+        Role("scheduler", "scheduler", 50151, 9151, replicas=2),
+        Role("gateway", "gateway", 8181, 9155, replicas=2),
+        Role("network", "network", 50154, 9154),
+    ),
 }
+#: Which public gRPC services Envoy routes to which service's replicas.
+PUBLIC = {
+    "scheduler": ("qnet.scheduler.v1.ExecutionService",),
+    "aggregator": ("qnet.aggregator.v1.AggregationService",),
+    "network": ("qnet.network.v1.NetworkService", "qnet.backends.v1.BackendService"),
+}
+#: A cluster's replicas keep serving this long after reporting NOT_SERVING (Envoy's health checks see it).
+CLUSTER_DRAIN_DELAY_S = "2"
 START_TIMEOUT_S = 180.0
 #: Waits before restarting a child that exited (reset once it has run for STABLE_S).
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
@@ -56,21 +101,38 @@ STABLE_S = 30.0
 
 
 class Mesh:
-    def __init__(self, settings: Settings, *, ephemeral: bool, http_port: int, admin_port: int) -> None:
+    def __init__(self, settings: Settings, *, ephemeral: bool, http_port: int, admin_port: int,
+                 topology: str = "single") -> None:
         self.settings = settings
         self.ephemeral = ephemeral
         self.http_port = http_port
         self.admin_port = admin_port
+        self.topology = topology
+        self.roles = TOPOLOGIES[topology]
         self.children: dict[str, asyncio.subprocess.Process] = {}
+        #: Child name -> its role, and the bound addresses.
+        self.role_of: dict[str, Role] = {}
         self.addresses: dict[str, str] = {}
         self.metrics: dict[str, str] = {}
         self.envoy: EnvoyProcess | None = None
         self.service_key = settings.service_key or secrets.token_urlsafe(32)
         self.stopping = False
 
-    def _env(self, grpc_port: int, metrics_port: int, *, exact: bool = False) -> dict[str, str]:
+    def replicas(self, service: str) -> list[str]:
+        """The bound addresses of a service's replicas, in start order."""
+        return [a for name, a in self.addresses.items() if self.role_of[name].service == service]
+
+    def _target(self, service: str) -> str:
+        """A gRPC target over every replica of the service (calls spread over the healthy ones)."""
+        found = self.replicas(service)
+        return found[0] if len(found) == 1 else "ipv4:" + ",".join(found)
+
+    def _env(self, role: Role, grpc_port: int, metrics_port: int, *, exact: bool = False) -> dict[str, str]:
         """`exact`: these very ports (a restart keeps the addresses Envoy and the other services know)."""
         env = dict(os.environ)
+        if self.topology == "cluster":
+            env.setdefault("QNET_DRAIN_DELAY_S", CLUSTER_DRAIN_DELAY_S)
+        env.update(role.env)
         env.update(
             PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             QNET_GRPC_PORT=str(0 if self.ephemeral and not exact else grpc_port),
@@ -81,16 +143,18 @@ class Mesh:
         )
         if self.settings.database_url:
             env["QNET_DATABASE_URL"] = self.settings.database_url
-        for name, address in self.addresses.items():
-            env[f"QNET_{name.upper()}_ADDR"] = address
+        for service in ("scheduler", "aggregator"):
+            if self.replicas(service):
+                env[f"QNET_{service.upper()}_ADDR"] = self._target(service)
         return env
 
-    async def _start(self, name: str, module: str, port: int, metrics_port: int, *, exact: bool = False) -> None:
+    async def _start(self, name: str, role: Role, port: int, metrics_port: int, *, exact: bool = False) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=self._env(port, metrics_port, exact=exact), cwd=ROOT,
+            sys.executable, "-m", role.module, env=self._env(role, port, metrics_port, exact=exact), cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
         )
         self.children[name] = process
+        self.role_of[name] = role
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             remaining = deadline - time.monotonic()
@@ -114,19 +178,19 @@ class Mesh:
 
     async def start(self) -> str:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        for name, module, port, metrics_port in SERVICES[:2]:
-            await self._start(name, module, port, metrics_port)
-        for name, module, port, metrics_port in SERVICES[2:]:
-            await self._start(name, module, port, metrics_port)
+        for role in self.roles:  # replicas of one role start together; roles in order
+            await asyncio.gather(*(self._start(name, role, port, metrics_port)
+                                   for name, port, metrics_port in role.children()))
         await self._wait_serving()
-        upstreams = {PUBLIC[name]: _split(self.addresses[name]) for name in PUBLIC}
+        upstreams = {grpc_name: [_split(a) for a in self.replicas(service)]
+                     for service, names in PUBLIC.items() for grpc_name in names}
         config = render_config(
             listen_host=self.settings.host,
             listen_port=0 if self.ephemeral else self.http_port,
             admin_port=0 if self.ephemeral else self.admin_port,
             descriptor_path=str(ROOT / "gen" / "qnet.pb"),
             upstreams=upstreams,
-            stream_upstream=_split(self.addresses["gateway"]),
+            stream_upstreams=[_split(a) for a in self.replicas("gateway")],
         )
         self.envoy = EnvoyProcess(config, workdir=self.settings.data_dir / "envoy")
         # Started from the main thread: the child's death signal follows the thread that forked it.
@@ -134,27 +198,30 @@ class Mesh:
         return f"http://{self.settings.host}:{self.envoy.http_port}"
 
     async def _wait_serving(self) -> None:
-        for name in PUBLIC:
-            async with grpc.aio.insecure_channel(self.addresses[name]) as ch:
-                stub = health_pb2_grpc.HealthStub(ch)
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                            break
-                    except grpc.aio.AioRpcError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{name} did not report SERVING on grpc.health.v1")
-                    await asyncio.sleep(0.1)
+        grpc_children = [name for name in self.addresses if self.role_of[name].service != "gateway"]
+        await asyncio.gather(*(self._serving(name) for name in grpc_children))
+
+    async def _serving(self, name: str) -> None:
+        async with grpc.aio.insecure_channel(self.addresses[name]) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not report SERVING on grpc.health.v1")
+                await asyncio.sleep(0.1)
 
     async def supervise(self) -> None:
         """Restarts any child that exits while the mesh runs; returns only when cancelled."""
         await asyncio.gather(*(self._keep_alive(name) for name in list(self.children)))
 
     async def _keep_alive(self, name: str) -> None:
-        module = next(m for n, m, _, _ in SERVICES if n == name)
+        role = self.role_of[name]
         failures = 0
         started = time.monotonic()
         while True:
@@ -171,7 +238,7 @@ class Mesh:
             started = time.monotonic()
             failures += 1
             try:  # the same ports: Envoy and the other services keep its address
-                await self._start(name, module, _split(self.addresses[name])[1], _split(self.metrics[name])[1],
+                await self._start(name, role, _split(self.addresses[name])[1], _split(self.metrics[name])[1],
                                   exact=True)
                 print(f"qnet: {name} is back at {self.addresses[name]}", file=sys.stderr, flush=True)
             except RuntimeError as error:
@@ -180,7 +247,7 @@ class Mesh:
     async def stop(self, grace: float = 15.0) -> None:
         self.stopping = True
         # Reverse start order, Envoy last: the services drain while Envoy still carries their last replies
-        # (the WebSocket bridge's 1001 close frames among them).
+        # (the WebSocket bridges' 1001 close frames among them).
         for name in reversed(list(self.children)):
             process = self.children[name]
             if process.returncode is None:
@@ -212,9 +279,31 @@ def _register_dev_key(settings: Settings) -> str:
     return "dev key from QNET_DEV_API_KEY registered"
 
 
+def _cluster_database(settings: Settings) -> tuple[Settings, object | None]:
+    """Cluster mode runs on PostgreSQL: QNET_DATABASE_URL's, else one started in the data dir."""
+    if settings.database_url.startswith(("postgresql://", "postgres://")):
+        return settings, None
+    from qnet_common.pgserver import Server
+
+    server = Server(datadir=str((settings.data_dir / "postgres").resolve()))
+    dsn = server.find_or_start(private=True)
+    if dsn is None:
+        raise RuntimeError("cluster mode needs PostgreSQL: set QNET_DATABASE_URL, or install Debian's postgresql"
+                           " (make run-cluster does) so that a server can be started from initdb")
+    return replace(settings, database_url=dsn), server
+
+
 async def amain(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    mesh = Mesh(settings, ephemeral=args.ephemeral, http_port=args.http_port, admin_port=args.admin_port)
+    database = None
+    if args.cluster:
+        try:
+            settings, database = await asyncio.to_thread(_cluster_database, settings)
+        except Exception as error:
+            print(f"qnet: {error}", file=sys.stderr, flush=True)
+            return 1
+    mesh = Mesh(settings, ephemeral=args.ephemeral, http_port=args.http_port, admin_port=args.admin_port,
+                topology="cluster" if args.cluster else "single")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -244,12 +333,16 @@ async def amain(args: argparse.Namespace) -> int:
         return 1
     finally:
         await mesh.stop()
+        if database is not None:
+            await asyncio.to_thread(database.stop)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.mesh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ephemeral", action="store_true", help="let the OS pick every port (tests)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the cluster topology: replicas, one adapter service per provider, PostgreSQL")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("QNET_HTTP_PORT", "8080")))
     parser.add_argument("--admin-port", type=int, default=int(os.environ.get("QNET_ADMIN_PORT", "9901")))
     sys.exit(asyncio.run(amain(parser.parse_args())))

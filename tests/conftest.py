@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qnet_common.db import Database
-from tests.postgres import Server
+from qnet_common.pgserver import Server
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from qnet_common.db import Database
 from qnet_common.grpcserver import serve
 from qnet_common.settings import Settings
 from services.backends import metrics
-from services.backends.adapters.registry import build_devices
+from services.backends.adapters.registry import DEVICE_IDS, build_devices
 from services.backends.adapters.status_store import StatusStore
 from services.backends.api.servicers import BackendServicer, DeviceServicer
 from services.backends.domain.fleet import Fleet
@@ -45,12 +45,17 @@ class BackendsComponent:
             stored[device_id] = status  # the environment wins at start
         self.fleet = Fleet(
             devices, self._executor, stored, settings.faults, on_status=self._statuses.save, reader=self._reader,
-            load_statuses=self._statuses.load,
+            load_statuses=self._statuses.load, catalogue=DEVICE_IDS,
         )
         self._follower: asyncio.Task | None = None
         for device_id, status in settings.device_status.items():
             if device_id in devices:
                 self._statuses.save(device_id, status)
+
+    @property
+    def registry_devices(self) -> tuple[str, ...]:
+        """The devices this replica serves, as the mesh's registry lists them."""
+        return tuple(self.fleet.devices)
 
     def register(self, server) -> None:  # noqa: ANN001
         metrics.watch(self.fleet)

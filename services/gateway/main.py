@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 from prometheus_client import Gauge, start_http_server
@@ -13,21 +14,30 @@ from websockets.http11 import Response
 from qnet_common import logs
 from qnet_common.db import Database
 from qnet_common.grpcclient import channel
+from qnet_common.grpcserver import use_pool
 from qnet_common.keys import ApiKeyStore
+from qnet_common.registry import Registry, keep_registered
 from qnet_common.settings import Settings
 from services.gateway.bridge import Bridge
 
 CONNECTIONS = Gauge("qnet_gateway_websocket_connections", "Open WebSocket connections")
 
 
+#: Set when the bridge starts draining: /healthz answers 503 so that Envoy routes new clients elsewhere.
+DRAINING = asyncio.Event()
+
+
 def _health(connection, request) -> Response | None:  # noqa: ANN001
     if request.path == "/healthz":
-        return connection.respond(200, "ok\n")
+        return connection.respond(503, "draining\n") if DRAINING.is_set() else connection.respond(200, "ok\n")
     return None
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    keys = ApiKeyStore(Database(settings.db_url))
+    db = Database(settings.db_url)
+    keys = ApiKeyStore(db)
+    registry = await asyncio.to_thread(Registry, db)
+    instance_id = Registry.new_instance_id("gateway")
     events = channel(settings.scheduler_addr, settings.service_key)
     bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer)
     bridge.fanout.start()
@@ -36,9 +46,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with serve(bridge.handle, settings.host, settings.grpc_port, process_request=_health,
                      ping_interval=settings.ws_ping_s, ping_timeout=settings.ws_ping_s) as server:
         port = server.sockets[0].getsockname()[1]
+        address = settings.advertise_addr or f"{settings.host}:{port}"
+        registration = asyncio.create_task(keep_registered(registry, instance_id, "gateway", address, ()))
         print(f"QNET_READY service=gateway http={settings.host}:{port} "
               f"metrics={settings.host}:{metrics.server_port}", flush=True)
         await stop.wait()
+        DRAINING.set()
+        registration.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(registry.deregister, instance_id)
+        await asyncio.sleep(settings.drain_delay_s)
         server.close(close_connections=True)
         await server.wait_closed()
     await bridge.fanout.stop()
@@ -53,6 +70,7 @@ def main() -> None:
     async def amain() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        use_pool(loop, settings)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await run(settings, stop)

@@ -1,26 +1,28 @@
-"""The network service: status, metrics, topology and cost estimates over the live mesh and the job store."""
+"""The network service: status, metrics, topology, cost estimates and the backend catalogue over the live mesh."""
 
 from __future__ import annotations
 
+from qnet.backends.v1 import backend_service_pb2, backend_service_pb2_grpc
 from qnet.network.v1 import network_service_pb2, network_service_pb2_grpc
 
 from qnet_common.grpcserver import serve
 from qnet_common.settings import Settings
 from services.network.adapters.mesh import Mesh
-from services.network.api.servicers import NetworkServicer
+from services.network.api.servicers import BackendCatalogueServicer, NetworkServicer
 
 
 class NetworkComponent:
-    service_names = (network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,)
+    service_names = (
+        network_service_pb2.DESCRIPTOR.services_by_name["NetworkService"].full_name,
+        backend_service_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
+    )
 
     def __init__(self, settings: Settings) -> None:
         self._mesh = Mesh(settings)
 
-    def on_bound(self, address: str) -> None:
-        self._mesh.own_address = address
-
     def register(self, server) -> None:  # noqa: ANN001
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(self._mesh), server)
+        backend_service_pb2_grpc.add_BackendServiceServicer_to_server(BackendCatalogueServicer(self._mesh), server)
 
     async def start(self) -> None:
         return None

@@ -10,8 +10,10 @@ from qnet.scheduler.v1 import (
 )
 
 from qnet_common.db import Database
+from qnet_common.device_router import DeviceRouter
 from qnet_common.events import EventHub
 from qnet_common.grpcserver import serve
+from qnet_common.registry import Registry
 from qnet_common.settings import Settings
 from services.scheduler.adapters.clients import AggregatorClient, DeviceClient
 from services.scheduler.adapters.job_store import JobStore
@@ -30,7 +32,8 @@ class SchedulerComponent:
         self._settings = settings
         self._db = Database(settings.db_url)
         self.store = JobStore(self._db)
-        self._devices = DeviceClient(settings.backends_addr, settings.service_key)
+        self._router = DeviceRouter(Registry(self._db), settings.service_key)
+        self._devices = DeviceClient(self._router)
         self._aggregator = AggregatorClient(settings.aggregator_addr, settings.service_key)
         self.hub = EventHub(self.store.events)
         self.engine = Engine(
@@ -53,7 +56,7 @@ class SchedulerComponent:
     async def stop(self, grace: float) -> None:
         await self.engine.stop(grace)
         await self.hub.stop()
-        await self._devices.close()
+        await self._router.close()
         await self._aggregator.close()
         self._db.close()
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from qnet_common.pgserver import Server
 from tests.e2e.conftest import start_mesh, stop_mesh
 from tests.e2e.test_slice import BELL
-from tests.postgres import Server
 
 #: How soon after PostgreSQL accepts connections again the mesh must answer normally.
 RECOVERY_S = 15

@@ -10,9 +10,9 @@ import pytest
 
 from qnet_common import errors
 from qnet_common.db import CONNECT_TIMEOUT_S, Database
+from qnet_common.pgserver import Server
 from services.scheduler.adapters.job_store import JobStore
 from services.scheduler.domain.jobs import QUEUED, Job, JobRequest, new_job_id
-from tests.postgres import Server
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
 

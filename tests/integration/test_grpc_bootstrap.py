@@ -33,8 +33,8 @@ async def network(sqlite_url):
     keys = ApiKeyStore(Database(sqlite_url))
     _, secret = keys.create("tester")
     dead = f"127.0.0.1:{closed_port()}"
-    settings = Settings(database_url=sqlite_url, service_key="mesh-secret", backends_addr=dead,
-                        scheduler_addr=dead, aggregator_addr=dead, network_addr=dead, gateway_addr=dead)
+    settings = Settings(database_url=sqlite_url, service_key="mesh-secret",
+                        scheduler_addr=dead, aggregator_addr=dead)
     component = NetworkComponent(settings)
     server, port, health = await create_server(settings, "network", component, keys)
     await server.start()

@@ -6,15 +6,18 @@ import asyncio
 
 from qnet.backends.v1 import backend_service_pb2 as bs
 from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
+from qnet.backends.v1 import backends_pb2 as bs_pb2
 from qnet.backends.v1 import device_service_pb2 as ds
 from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
 from qnet_common import errors
 from qnet_common.grpcserver import current_caller
-from services.backends import metrics
 from services.backends.api import convert
 from services.backends.domain.circuit import Circuit
-from services.backends.domain.fleet import Fleet
+from services.backends.domain.fleet import Fleet, Run, Task
+
+#: The longest GetTask waits for a task to end before answering with it as it stands.
+MAX_WAIT_S = 30.0
 
 
 def _backend(fleet: Fleet, device_id: str, *, with_coupling: bool):  # noqa: ANN202
@@ -66,28 +69,33 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
             devices=[_backend(self._fleet, d, with_coupling=True) for d in self._fleet.devices]
         )
 
-    async def RunCircuit(self, request, context):  # noqa: ANN001, N802
+    async def SubmitTask(self, request, context):  # noqa: ANN001, N802
         self._internal_only()
-        try:
-            self._fleet.device(request.device_id)
-            circuit = await self._fleet.read(request.qasm)
-            run = await self._fleet.run(
-                request.device_id, circuit, request.shots, request.task_id or f"task_{id(request)}",
-                request.seed or None,
-            )
-        except errors.QnetError as error:
-            metrics.TASKS.labels(request.device_id, error.code).inc()
-            raise
-        metrics.TASKS.labels(request.device_id, "OK").inc()
-        metrics.EXECUTION_SECONDS.labels(request.device_id).observe(run.execution_time_s)
-        metrics.QUEUE_SECONDS.labels(request.device_id).observe(run.queue_time_s)
-        return ds.RunCircuitResponse(
-            counts=run.result.counts,
-            queue_time_s=run.queue_time_s,
-            execution_time_s=run.execution_time_s,
-            compiled_depth=run.result.compiled_depth,
-            two_qubit_gates=run.result.two_qubit_gates,
-        )
+        if not request.task_id:
+            raise errors.InvalidArgument("task_id is required: it is the handle for GetTask and CancelTask")
+        self._fleet.device(request.device_id)
+        circuit = await self._fleet.read(request.qasm)
+        task = self._fleet.submit(request.device_id, circuit, request.shots, request.task_id, request.seed or None)
+        return self._task(task)
+
+    async def GetTask(self, request, context):  # noqa: ANN001, N802
+        self._internal_only()
+        wait_s = min(max(request.wait_s, 0.0), MAX_WAIT_S) if request.wait_s == request.wait_s else 0.0
+        return self._task(await self._fleet.wait(request.task_id, wait_s))
+
+    def _task(self, task: Task) -> ds.Task:
+        reply = ds.Task(task_id=task.task_id, device_id=task.device_id, status=self._fleet.task_status(task))
+        if task.done:
+            outcome = task.outcome()
+            if isinstance(outcome, Run):
+                reply.counts.update(outcome.result.counts)
+                reply.queue_time_s = outcome.queue_time_s
+                reply.execution_time_s = outcome.execution_time_s
+                reply.compiled_depth = outcome.result.compiled_depth
+                reply.two_qubit_gates = outcome.result.two_qubit_gates
+            else:
+                reply.error_code, reply.error_message = outcome.code, outcome.message
+        return reply
 
     async def CancelTask(self, request, context):  # noqa: ANN001, N802
         self._internal_only()
@@ -125,4 +133,6 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         if caller is not None and not (caller.internal or caller.admin):
             raise errors.PermissionDenied("changing a backend's status needs an operator key (keys create --admin)")
         await asyncio.to_thread(self._fleet.set_status, request.device_id, request.status)
+        if request.device_id not in self._fleet.devices:  # served by another replica
+            return ds.SetDeviceStatusResponse(device=bs_pb2.Backend(id=request.device_id, status=request.status))
         return ds.SetDeviceStatusResponse(device=_backend(self._fleet, request.device_id, with_coupling=False))

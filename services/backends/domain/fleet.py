@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Mapping
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from qnet_common import errors
 from qnet_common.cache import BytesLRU
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 CIRCUIT_CACHE_BYTES = 64 << 20
 #: Faults an operator or a resilience test can inject per device (QNET_FAULTS=ibm_brisbane=unavailable).
 FAULTS = ("unavailable", "error", "slow")
+#: Finished tasks are kept this long (and at most MAX_FINISHED_TASKS of them) for callers to collect.
+TASK_RETENTION_S = 600.0
+MAX_FINISHED_TASKS = 10_000
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,31 @@ class Run:
     result: RunResult
     queue_time_s: float
     execution_time_s: float
+
+
+@dataclass(eq=False)
+class Task:
+    """A submitted device task: a handle to poll, as a provider's job or quantum task is."""
+
+    task_id: str
+    device_id: str
+    work: asyncio.Task = field(repr=False)
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.work.done()
+
+    def outcome(self) -> Run | errors.QnetError:
+        """The run, or the documented error that ended the task (only once done)."""
+        if self.work.cancelled():
+            return errors.TaskCancelled(f"task {self.task_id} on {self.device_id} was cancelled")
+        error = self.work.exception()
+        if error is None:
+            return self.work.result()
+        if isinstance(error, errors.QnetError):
+            return error
+        return errors.BackendExecutionError(f"{self.device_id} failed the task: {error}", backend=self.device_id)
 
 
 class Fleet:
@@ -50,8 +80,11 @@ class Fleet:
         on_status: Callable[[str, str], None] | None = None,
         reader: Executor | None = None,
         load_statuses: Callable[[], Mapping[str, str]] | None = None,
+        catalogue: Collection[str] = (),
     ) -> None:
         self.devices = dict(devices)
+        #: Every device of the network, served here or by another replica: any replica may set its status.
+        self.catalogue = tuple(dict.fromkeys([*self.devices, *catalogue]))
         self._reader = reader or executor
         # Readings and refusals: a refused text resubmitted (a retry, a batch) is refused without reading again.
         self._circuits: BytesLRU[Circuit | errors.QnetError] = BytesLRU(CIRCUIT_CACHE_BYTES, _reading_bytes)
@@ -70,6 +103,12 @@ class Fleet:
         self._on_status = on_status
         #: Set by begin_drain: no new tasks; queued ones are handed back.
         self.draining = False
+        self._tasks: dict[str, Task] = {}
+        self._finished_ids: deque[str] = deque()  # oldest first
+        #: Called with the device id each time a device starts executing a task (counts real executions).
+        self.on_execution: Callable[[str], None] = lambda device_id: None
+        #: Called with each task when it ends.
+        self.on_task_done: Callable[[Task], None] = lambda task: None
 
     def refresh_statuses(self) -> None:
         """Reads the shared statuses once (blocking: run it off the event loop)."""
@@ -125,8 +164,49 @@ class Fleet:
         return errors.BackendUnavailable(
             f"{device_id}: this backends replica is shutting down and handed the task back; retry", backend=device_id)
 
-    async def run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
-        device = self.device(device_id)
+    def submit(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Task:
+        """Queues a task and returns its handle at once; a task id already known returns that task."""
+        known = self._tasks.get(task_id)
+        if known is not None:
+            return known
+        self._admit(device_id)
+        task = Task(task_id, device_id, asyncio.ensure_future(self._run(device_id, circuit, shots, task_id, seed)))
+        task.work.add_done_callback(lambda _: self._finished(task))
+        self._tasks[task_id] = task
+        return task
+
+    def task(self, task_id: str) -> Task:
+        try:
+            return self._tasks[task_id]
+        except KeyError:
+            raise errors.TaskNotFound(
+                f"task {task_id!r} is unknown to this replica (it restarted, or forgot the finished task)") from None
+
+    async def wait(self, task_id: str, timeout: float) -> Task:
+        """The task once it has ended, or as it stands after `timeout` seconds."""
+        task = self.task(task_id)
+        if not task.done and timeout > 0:
+            await asyncio.wait({task.work}, timeout=timeout)
+        return task
+
+    def _finished(self, task: Task) -> None:
+        task.finished_at = time.monotonic()
+        self._finished_ids.append(task.task_id)
+        horizon = task.finished_at - TASK_RETENTION_S
+        while self._finished_ids and (
+            len(self._finished_ids) > MAX_FINISHED_TASKS or self._tasks[self._finished_ids[0]].finished_at < horizon
+        ):
+            del self._tasks[self._finished_ids.popleft()]
+        self.on_task_done(task)
+
+    def task_status(self, task: Task) -> str:
+        if task.done:
+            return "completed" if isinstance(task.outcome(), Run) else "failed"
+        return self.queues[task.device_id].status_of(task.task_id) or "queued"
+
+    def _admit(self, device_id: str) -> None:
+        """Refuses a task at once when the device cannot take it now."""
+        self.device(device_id)
         if self.draining:
             raise self._handed_back(device_id)
         status = self.statuses[device_id]
@@ -137,12 +217,23 @@ class Fleet:
             raise errors.BackendUnavailable(f"{device_id} is unreachable (injected fault)", backend=device_id)
         if fault == "error":
             raise errors.BackendExecutionError(f"{device_id} failed the task (injected fault)", backend=device_id)
-        if fault == "slow":
+
+    async def run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
+        """Runs a task and waits for it (submit and wait in one)."""
+        self._admit(device_id)
+        return await self._run(device_id, circuit, shots, task_id, seed)
+
+    async def _run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
+        device = self.device(device_id)
+        if self.faults.get(device_id) == "slow":
             await asyncio.sleep(2 + random.random())
+
+        def work() -> RunResult:
+            self.on_execution(device_id)
+            return device.run(circuit, shots, seed)
+
         try:
-            result, queue_s, execution_s = await self.queues[device_id].run(
-                task_id, shots, lambda: device.run(circuit, shots, seed)
-            )
+            result, queue_s, execution_s = await self.queues[device_id].run(task_id, shots, work)
         except errors.TaskCancelled:
             if self.draining:
                 raise self._handed_back(device_id) from None
@@ -156,14 +247,20 @@ class Fleet:
         return await loop.run_in_executor(self._reader, device.assess, circuit, shots)
 
     def cancel(self, task_id: str) -> bool:
-        return any(queue.cancel(task_id) for queue in self.queues.values())
+        if any(queue.cancel(task_id) for queue in self.queues.values()):
+            return True
+        task = self._tasks.get(task_id)
+        return task is not None and task.work.cancel()  # still before its queue (a slow device's delay)
 
     def set_status(self, device_id: str, status: str) -> None:
-        self.device(device_id)
+        """Stores the status once for every replica (those serving the device see it within STATUS_TTL_S)."""
+        if device_id not in self.catalogue:
+            self.device(device_id)  # raises BACKEND_NOT_FOUND
         _check_status(device_id, status)
         if self._on_status is not None:
             self._on_status(device_id, status)
-        self.statuses[device_id] = status
+        if device_id in self.statuses:
+            self.statuses[device_id] = status
 
 
 def _reading_bytes(reading: Circuit | errors.QnetError) -> int:

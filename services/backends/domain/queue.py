@@ -118,6 +118,11 @@ class DeviceQueue:
         task.future.cancel()
         return True
 
+    def status_of(self, task_id: str) -> str | None:
+        """queued or running; None for a task this queue does not hold."""
+        task = self._tasks.get(task_id)
+        return task.status if task else None
+
     @property
     def depth(self) -> int:
         return sum(1 for t in self._tasks.values() if t.status == "queued")

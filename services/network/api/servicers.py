@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+from qnet.backends.v1 import backend_service_pb2 as bs
+from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
+from qnet.backends.v1 import backends_pb2 as bs_pb2
 from qnet.network.v1 import network_service_pb2 as nw
 from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
 
 from qnet_common import errors
+from qnet_common.envoy import EDGE_HEADER
 from services.network.adapters.mesh import Mesh
 from services.network.domain.status import BackendLine, network_status, percentile
 from services.scheduler.domain.jobs import validate_request
 from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
+
+#: The services of the mesh, as they register.
+SERVICES = ("scheduler", "backends", "aggregator", "network", "gateway")
+#: Replicas whose lease lapsed (they died) stay on the topology this long, marked gone.
+GONE_SHOWN_S = 300.0
 
 
 class NetworkServicer(nw_grpc.NetworkServiceServicer):
@@ -56,16 +66,30 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
         return nw.GetMetricsResponse(success=True, data=data)
 
     async def GetTopology(self, request, context):  # noqa: ANN001, N802
-        (devices, _), services = await asyncio.gather(self._mesh.devices_or_empty(), self._mesh.service_health())
+        (devices, _), replicas = await asyncio.gather(self._mesh.devices_or_empty(), self._mesh.replicas())
+        now = time.time()
+        shown = [(i, health) for i, health in replicas if i.live(now) or now - i.expires_at < GONE_SHOWN_S]
         topology = nw.Topology()
-        for name, (address, health) in services.items():
-            topology.nodes.add(id=name, kind="service", status=health, address=address)
+        # Envoy adds the address the client reached it at; called over gRPC directly there is no edge.
+        edge = dict(context.invocation_metadata() or ()).get(EDGE_HEADER, "")
+        topology.nodes.add(id="envoy", kind="service", status="serving" if edge else "unknown", address=edge)
+        for service in SERVICES:
+            mine = [(i, health) for i, health in shown if i.service == service]
+            serving = [i.address for i, health in mine if health == "serving"]
+            topology.nodes.add(id=service, kind="service", status="serving" if serving else "not_serving",
+                               address=",".join(serving))
+            for instance, health in mine:
+                topology.nodes.add(id=instance.instance_id, kind="replica", status=health, address=instance.address)
+                topology.links.add(source=service, target=instance.instance_id, protocol="replica")
         for d in devices:
             topology.nodes.add(
                 id=d.id, kind="backend", status=d.status, provider=d.provider, num_qubits=d.num_qubits,
                 connectivity=d.connectivity, coupling_edges=len(d.coupling_map),
             )
             topology.links.add(source="backends", target=d.id, protocol="device")
+            for instance, health in shown:
+                if d.id in instance.devices and health == "serving":
+                    topology.links.add(source=instance.instance_id, target=d.id, protocol="device")
         for source, target, protocol in Mesh.LINKS:
             topology.links.add(source=source, target=target, protocol=protocol)
         return nw.GetTopologyResponse(success=True, data=topology)
@@ -107,3 +131,29 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
         estimate.total_cost = round(sum(assessments[b].cost for b in selected), 6)
         return nw.EstimateCostResponse(success=True, data=estimate)
 
+
+
+class BackendCatalogueServicer(bs_grpc.BackendServiceServicer):
+    """The public BackendService for the whole network: the list merged from every backends replica, and each
+    backend's details from a replica that serves it (the adapters answer for their own devices only)."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self._router = mesh.router
+
+    async def ListBackends(self, request, context):  # noqa: ANN001, N802
+        listed = []
+        for device in await self._router.list_devices():
+            summary = bs_pb2.Backend()
+            summary.CopyFrom(device)
+            summary.ClearField("coupling_map")
+            listed.append(summary)
+        return bs.ListBackendsResponse(success=True, data=listed)
+
+    async def GetBackend(self, request, context):  # noqa: ANN001, N802
+        return await self._router.on_device(request.id, lambda stub: stub.GetBackend(request, timeout=10))
+
+    async def GetCalibration(self, request, context):  # noqa: ANN001, N802
+        return await self._router.on_device(request.id, lambda stub: stub.GetCalibration(request, timeout=10))
+
+    async def GetQueue(self, request, context):  # noqa: ANN001, N802
+        return await self._router.on_device(request.id, lambda stub: stub.GetQueue(request, timeout=10))

@@ -26,7 +26,7 @@ from services.scheduler.domain.jobs import (
     Score,
     Selection,
 )
-from services.scheduler.domain.ports import Charge
+from services.scheduler.domain.ports import Charge, TaskHandle
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -62,6 +62,14 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS round_robin (
         rotation TEXT PRIMARY KEY,
         turn INTEGER NOT NULL
+    )""",
+    # The device task each backend of a running job was given: a scheduler taking the job over reattaches.
+    """CREATE TABLE IF NOT EXISTS job_tasks (
+        job_id TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        PRIMARY KEY (job_id, backend)
     )""",
     """CREATE TABLE IF NOT EXISTS usage (
         owner TEXT NOT NULL,
@@ -258,8 +266,22 @@ class JobStore:
                 (outcome.status, _outcome_to_json(outcome), time.time(), outcome.cost, outcome.backend, worker,
                  job_id),
             )
+            tx.execute("DELETE FROM job_tasks WHERE job_id = ?", (job_id,))
             self._event(tx, job_id, row["owner"], outcome.status, outcome)
         return True
+
+    def attach_task(self, job_id: str, handle: TaskHandle) -> None:
+        """Records the device task a backend of the job runs (the latest attempt replaces earlier ones)."""
+        self.db.query(
+            "INSERT INTO job_tasks (job_id, backend, task_id, address) VALUES (?, ?, ?, ?) ON CONFLICT"
+            " (job_id, backend) DO UPDATE SET task_id = excluded.task_id, address = excluded.address",
+            (job_id, handle.backend, handle.task_id, handle.address),
+        )
+
+    def tasks(self, job_id: str) -> dict[str, TaskHandle]:
+        """The device tasks earlier claims of the job submitted, by backend."""
+        rows = self.db.query("SELECT backend, task_id, address FROM job_tasks WHERE job_id = ?", (job_id,))
+        return {r["backend"]: TaskHandle(r["backend"], r["task_id"], r["address"]) for r in rows}
 
     def release(self, job_id: str, worker: str) -> None:
         """Hands a running job back to the queue (graceful shutdown) so another scheduler takes it."""
@@ -286,6 +308,7 @@ class JobStore:
                 "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL WHERE job_id = ?",
                 (CANCELLED, _outcome_to_json(outcome), now, job_id),
             )
+            tx.execute("DELETE FROM job_tasks WHERE job_id = ?", (job_id,))
             self._event(tx, job_id, row["owner"], CANCELLED, outcome)
             row.update(status=CANCELLED, outcome=_outcome_to_json(outcome), finished_at=now)
         return _job(row), True

@@ -27,7 +27,7 @@ from services.scheduler.domain.jobs import (
     Outcome,
     new_job_id,
 )
-from services.scheduler.domain.ports import Aggregator, Assessment, Charge, Devices
+from services.scheduler.domain.ports import Aggregator, Assessment, Charge, DeviceRun, Devices, TaskHandle
 from services.scheduler.domain.strategies import Candidate, choose
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ RETRIES = 3
 BACKOFF_S = (0.2, 0.5, 1.0)
 #: A backend task taking longer than this is abandoned as unavailable (keeps every job bounded).
 TASK_TIMEOUT_S = 300.0
+#: Each poll of a device task waits this long for it to end (the replica answers at once when it does).
+POLL_WAIT_S = 20.0
 
 
 #: The share of the drain grace that running jobs get to finish before they are handed back.
@@ -251,21 +253,24 @@ class Engine:
         except errors.QnetError as error:
             return Outcome(status=FAILED, error_code=error.code, error_message=error.message)
         queue_time = time.time() - job.created_at
+        handed = await asyncio.to_thread(self.store.tasks, job.job_id)
         if request.strategy == "all":
-            outcome = await self._run_all(job, selection.order, assessments)
+            outcome = await self._run_all(job, selection.order, assessments, handed)
         else:
-            outcome = await self._run_first(job, selection.order)
+            outcome = await self._run_first(job, selection.order, handed)
         outcome.selection = selection
         outcome.queue_time_s = queue_time + min((r.queue_time_s for r in outcome.runs), default=0.0)
         outcome.cost = sum(assessments[r.backend].cost for r in outcome.runs if r.status == COMPLETED and
                            r.backend in assessments)
         return outcome
 
-    async def _run_first(self, job: Job, order: tuple[str, ...]) -> Outcome:
+    async def _run_first(self, job: Job, order: tuple[str, ...], handed: dict[str, TaskHandle]) -> Outcome:
         """Runs on the strategy's first choice, failing over down its ranking."""
         runs: list[BackendRun] = []
+        if handed:  # an earlier claim got this far: go on from its backend (a failed one keeps the order)
+            order = tuple(b for b in order if b in handed) + tuple(b for b in order if b not in handed)
         for backend in order:
-            run = await self._run_on(job, backend)
+            run = await self._run_on(job, backend, handed.get(backend))
             runs.append(run)
             if run.status == COMPLETED:
                 return Outcome(status=COMPLETED, backend=backend, counts=run.counts, runs=runs,
@@ -274,8 +279,9 @@ class Engine:
                 break  # the circuit, not the backend, is at fault: failing over would not help
         return self._all_failed(runs)
 
-    async def _run_all(self, job: Job, order: tuple[str, ...], assessments: dict[str, Assessment]) -> Outcome:
-        runs = list(await asyncio.gather(*(self._run_on(job, backend) for backend in order)))
+    async def _run_all(self, job: Job, order: tuple[str, ...], assessments: dict[str, Assessment],
+                       handed: dict[str, TaskHandle]) -> Outcome:
+        runs = list(await asyncio.gather(*(self._run_on(job, backend, handed.get(backend)) for backend in order)))
         done = [r for r in runs if r.status == COMPLETED]
         if not done:
             return self._all_failed(runs)
@@ -307,22 +313,17 @@ class Engine:
         return Outcome(status=FAILED, runs=runs, error_code="ALL_BACKENDS_FAILED",
                        error_message=f"all backends failed ({detail})")
 
-    async def _run_on(self, job: Job, backend: str) -> BackendRun:
-        """One backend, with retries of transient failures and backoff; never raises a QnetError."""
+    async def _run_on(self, job: Job, backend: str, handed: TaskHandle | None = None) -> BackendRun:
+        """One backend, with retries of transient failures and backoff; never raises a QnetError.
+
+        `handed` is a task an earlier claim of this job submitted (its scheduler died or drained): the run
+        reattaches to it instead of running the circuit again, unless its replica no longer knows it.
+        """
         run = BackendRun(backend=backend, status=RUNNING)
         for attempt in range(RETRIES):
             run.attempts = attempt + 1
-            task_id = f"{job.job_id}.{backend}.{attempt}"
             try:
-                result = await asyncio.wait_for(
-                    self.devices.run(backend, job.request.qasm, job.request.shots, task_id), TASK_TIMEOUT_S
-                )
-            except asyncio.CancelledError:
-                await asyncio.shield(self.devices.cancel(task_id))
-                raise
-            except TimeoutError:
-                await self.devices.cancel(task_id)
-                error: errors.QnetError = errors.BackendUnavailable(f"{backend} took over {TASK_TIMEOUT_S:.0f}s")
+                result = await self._task(job, backend, handed)
             except errors.QnetError as raised:
                 error = raised
             else:
@@ -332,11 +333,39 @@ class Engine:
                 run.error_code = run.error_message = ""
                 return run
             run.error_code, run.error_message = error.code, error.message
+            if handed is not None and isinstance(error, errors.TaskNotFound | errors.BackendUnavailable):
+                handed = None  # the task went with its replica: run it afresh, as the same attempt
+                continue
+            handed = None
             if not error.transient or attempt == RETRIES - 1:
                 break
             await asyncio.sleep(BACKOFF_S[attempt])
         run.status = FAILED
         return run
+
+    async def _task(self, job: Job, backend: str, handle: TaskHandle | None) -> DeviceRun:
+        """Submits (unless reattaching to `handle`), records the handle on the job, and waits for the end."""
+        if handle is None:
+            task_id = f"{job.job_id}.{backend}.{secrets.token_hex(4)}"
+            handle = await self.devices.submit(backend, job.request.qasm, job.request.shots, task_id)
+            try:
+                await asyncio.to_thread(self.store.attach_task, job.job_id, handle)
+            except Exception:  # noqa: BLE001 - the job still runs; only a takeover would run it again
+                log.warning("recording task %s of job=%s failed", handle.task_id, job.job_id, exc_info=True)
+        deadline = time.monotonic() + TASK_TIMEOUT_S
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    await self.devices.cancel(handle)
+                    raise errors.BackendUnavailable(f"{backend} took over {TASK_TIMEOUT_S:.0f}s", backend=backend)
+                result = await self.devices.wait(handle, min(POLL_WAIT_S, remaining))
+                if result is not None:
+                    return result
+        except asyncio.CancelledError:
+            if not self._stopping:  # cancelled by the user; a drain leaves the task for the next claim
+                await asyncio.shield(self.devices.cancel(handle))
+            raise
 
     # --- helpers -----------------------------------------------------------------------------------------
 

@@ -49,6 +49,16 @@ class DeviceRun:
 
 
 @dataclass(frozen=True)
+class TaskHandle:
+    """A device task as submitted: enough for any scheduler replica to find it again."""
+
+    backend: str
+    task_id: str
+    #: The backends replica holding the task.
+    address: str
+
+
+@dataclass(frozen=True)
 class Aggregated:
     counts: dict[str, int]
     confidence: float
@@ -61,10 +71,14 @@ class Devices(Protocol):
     async def assess(self, backends: Sequence[str], qasm: str, shots: int) -> dict[str, Assessment]:
         """Raises InvalidQasm for a circuit that does not parse."""
 
-    async def run(self, backend: str, qasm: str, shots: int, task_id: str) -> DeviceRun:
-        """Raises a QnetError: transient ones (BackendUnavailable) may be retried."""
+    async def submit(self, backend: str, qasm: str, shots: int, task_id: str) -> TaskHandle:
+        """Queues a task; raises a QnetError: transient ones (BackendUnavailable) may be retried."""
 
-    async def cancel(self, task_id: str) -> None: ...
+    async def wait(self, handle: TaskHandle, timeout: float) -> DeviceRun | None:
+        """The run once the task has ended, None while it has not after `timeout` seconds; raises the task's
+        QnetError when it failed, TaskNotFound when its replica no longer knows it."""
+
+    async def cancel(self, handle: TaskHandle) -> None: ...
 
 
 class Aggregator(Protocol):

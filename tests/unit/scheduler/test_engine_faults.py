@@ -10,7 +10,7 @@ from qnet_common.db import Database
 from services.scheduler.adapters.job_store import JobStore
 from services.scheduler.domain.engine import Engine
 from services.scheduler.domain.jobs import COMPLETED, JobRequest
-from services.scheduler.domain.ports import Assessment, DeviceInfo, DeviceRun
+from services.scheduler.domain.ports import Assessment, DeviceInfo, DeviceRun, TaskHandle
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
 
@@ -24,10 +24,14 @@ class OneDevice:
     async def assess(self, backends, qasm, shots):  # noqa: ANN001, ANN201
         return {"dev": Assessment("dev", True, "", 0.0, 0.0, 1.0)}
 
-    async def run(self, backend, qasm, shots, task_id):  # noqa: ANN001, ANN201
-        return DeviceRun({"00": shots}, 0.0, 0.0, 1, 0)
+    async def submit(self, backend, qasm, shots, task_id):  # noqa: ANN001, ANN201
+        self.shots = shots
+        return TaskHandle(backend, task_id, "nowhere")
 
-    async def cancel(self, task_id) -> None:  # noqa: ANN001
+    async def wait(self, handle, timeout):  # noqa: ANN001, ANN201
+        return DeviceRun({"00": self.shots}, 0.0, 0.0, 1, 0)
+
+    async def cancel(self, handle) -> None:  # noqa: ANN001
         return None
 
 

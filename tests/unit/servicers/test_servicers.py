@@ -62,11 +62,21 @@ async def test_backend_servicer_maps_the_device_and_its_live_queue(fleet):
 
 async def test_device_servicer_runs_assesses_and_refuses_devices_not_online(fleet):
     servicer = DeviceServicer(fleet[0])
-    run = await servicer.RunCircuit(ds.RunCircuitRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
-                                                         task_id="t1"), None)
+    submitted = await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
+                                                               task_id="t1"), None)
+    assert submitted.task_id == "t1" and submitted.status in ("queued", "running")
+    run = await servicer.GetTask(ds.GetTaskRequest(task_id="t1", wait_s=30), None)
+    assert run.status == "completed" and run.device_id == "ionq_simulator"
     assert sum(run.counts.values()) == 100 and set(run.counts) <= {"00", "11"} and run.two_qubit_gates == 1
+    # Submitting the same id again is the same task, not a second run.
+    again = await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
+                                                           task_id="t1"), None)
+    assert again.status == "completed" and again.counts == run.counts
+    with pytest.raises(errors.TaskNotFound):
+        await servicer.GetTask(ds.GetTaskRequest(task_id="never-submitted"), None)
     with pytest.raises(errors.BackendUnavailable):
-        await servicer.RunCircuit(ds.RunCircuitRequest(device_id="rigetti_aspen", qasm=BELL, shots=10), None)
+        await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10,
+                                                       task_id="t2"), None)
     wide = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[40]; creg c[1]; h q[0]; measure q[0] -> c[0];'
     assessed = await servicer.AssessCircuit(ds.AssessCircuitRequest(qasm=wide, shots=10), None)
     by_id = {a.device_id: a for a in assessed.assessments}

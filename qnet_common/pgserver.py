@@ -1,4 +1,5 @@
-"""Finds a PostgreSQL server for the tests, or starts a throwaway one; each test gets its own database."""
+"""Finds a PostgreSQL server, or starts one from the machine's initdb: for the tests (a throwaway server, a
+database per test) and for `make run-cluster` (a server kept in the data dir)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ def _free_port() -> int:
 class Server:
     """A PostgreSQL server: QNET_TEST_POSTGRES_DSN, else the local one, else one started from initdb."""
 
-    def __init__(self) -> None:
+    def __init__(self, datadir: str | None = None) -> None:
+        """`datadir`: keep the started server's data there (kept across runs); else a temporary one."""
         self.admin_dsn: str | None = None
         self._datadir: str | None = None
         self._pg_ctl: str | None = None
+        self._keep = datadir
 
     def find_or_start(self, *, private: bool = False) -> str | None:
         """`private`: always a throwaway server of this test's own (one it may stop and start again)."""
@@ -50,17 +53,22 @@ class Server:
         if not binaries or os.geteuid() == 0 and not shutil.which("runuser"):
             return None
         bindir = os.path.dirname(binaries[-1])
-        self._datadir = tempfile.mkdtemp(prefix="qnet-pg-")
+        if self._keep:
+            os.makedirs(self._keep, exist_ok=True)
+        self._datadir = self._keep or tempfile.mkdtemp(prefix="qnet-pg-")
         port = _free_port()
         as_user: list[str] = []
         if os.geteuid() == 0:  # initdb refuses root: run it as the postgres user
             shutil.chown(self._datadir, "postgres")
             as_user = ["runuser", "-u", "postgres", "--"]
-        subprocess.run([*as_user, f"{bindir}/initdb", "-D", self._datadir, "-A", "trust", "-U", "postgres"],
-                       check=True, capture_output=True)
+        if not os.path.exists(os.path.join(self._datadir, "PG_VERSION")):
+            subprocess.run([*as_user, f"{bindir}/initdb", "-D", self._datadir, "-A", "trust", "-U", "postgres"],
+                           check=True, capture_output=True)
         self._pg_ctl = f"{bindir}/pg_ctl"
         self._as_user = as_user
         self._port = port
+        if self._keep:  # a server a killed run left behind holds the data dir: stop it first
+            subprocess.run([*as_user, self._pg_ctl, "-D", self._datadir, "-m", "fast", "stop"], capture_output=True)
         self.start_again()
         self.admin_dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         deadline = time.monotonic() + 30
@@ -100,4 +108,5 @@ class Server:
         if self._pg_ctl and self._datadir:
             subprocess.run([*self._as_user, self._pg_ctl, "-D", self._datadir, "-m", "fast", "stop"],
                            capture_output=True)
-            shutil.rmtree(self._datadir, ignore_errors=True)
+            if not self._keep:
+                shutil.rmtree(self._datadir, ignore_errors=True)

@@ -1,0 +1,231 @@
+"""Calls to the devices, routed by device id to a live backends replica that serves it (the registry says which).
+
+The one routing rule of the mesh, used by the scheduler and the network service. Any number of backends
+replicas, any split of devices between them: a device served by several replicas gets each new task on the
+least loaded one (queue figures from the last listing plus the tasks this process sent since), and a replica
+that stops answering is skipped until the registry drops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import grpc
+from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
+from qnet.backends.v1 import backends_pb2
+from qnet.backends.v1 import device_service_pb2 as ds
+from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
+
+from qnet_common import errors
+from qnet_common.grpcclient import channel, to_qnet_error
+from qnet_common.registry import Instance, Registry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The registry is read again when the copy in hand is older than this.
+REGISTRY_TTL_S = 0.5
+#: The merged device list is reused this long (queue figures move fast, descriptions do not).
+LIST_TTL_S = 0.25
+LIST_TIMEOUT_S = 5.0
+ASSESS_TIMEOUT_S = 60.0
+
+
+class _Replica:
+    def __init__(self, address: str, service_key: str) -> None:
+        self.address = address
+        self.channel = channel(address, service_key)
+        self.devices = ds_grpc.DeviceServiceStub(self.channel)
+        self.backends = bs_grpc.BackendServiceStub(self.channel)
+        #: Tasks sent by this process and not yet seen ending.
+        self.in_flight = 0
+
+
+class DeviceRouter:
+    def __init__(self, registry: Registry, service_key: str) -> None:
+        self._registry = registry
+        self._service_key = service_key
+        self._replicas: dict[str, _Replica] = {}
+        self._instances: list[Instance] = []
+        self._read_at = float("-inf")
+        self._reading: asyncio.Task | None = None
+        self._listed: tuple[float, list[backends_pb2.Backend]] | None = None
+        #: Load per (address, device) from the last listing: tasks queued and running there.
+        self._load: dict[tuple[str, str], int] = {}
+        self._turn = itertools.count()
+
+    # --- the registry ------------------------------------------------------------------------------------
+
+    async def _refresh(self, *, fresh: bool = False) -> list[Instance]:
+        if fresh or time.monotonic() - self._read_at > REGISTRY_TTL_S:
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(asyncio.to_thread(self._registry.instances))
+            try:
+                self._instances = [i for i in await asyncio.shield(self._reading) if i.service == "backends"]
+                self._read_at = time.monotonic()
+            except errors.Unavailable:  # the database is down: route by the last registry read
+                log.warning("registry unreadable; routing by the copy read %.0f s ago",
+                            time.monotonic() - self._read_at)
+        return self._instances
+
+    def _live(self) -> list[Instance]:
+        now = time.time()
+        return [i for i in self._instances if i.live(now)]
+
+    def _replica(self, address: str) -> _Replica:
+        replica = self._replicas.get(address)
+        if replica is None:
+            replica = self._replicas[address] = _Replica(address, self._service_key)
+        return replica
+
+    async def known(self) -> list[str]:
+        """Every device registered recently, served now or not, in registration order."""
+        await self._refresh()
+        return list(dict.fromkeys(d for i in self._instances for d in i.devices))
+
+    async def serving(self, device_id: str, *, exclude: Sequence[str] = ()) -> list[str]:
+        """Addresses of live replicas serving the device, least loaded first."""
+        await self._refresh()
+        addresses = [i.address for i in self._live() if device_id in i.devices and i.address not in exclude]
+        turn = next(self._turn)
+        # Rotating before a stable sort spreads equal loads over the replicas in turn.
+        if addresses:
+            shift = turn % len(addresses)
+            addresses = addresses[shift:] + addresses[:shift]
+        return sorted(addresses, key=lambda a: self._load.get((a, device_id), 0) + self._replica(a).in_flight)
+
+    async def _pick(self, device_id: str) -> _Replica:
+        addresses = await self.serving(device_id)
+        if not addresses:  # perhaps a replica that joined since the last read
+            await self._refresh(fresh=True)
+            addresses = await self.serving(device_id)
+        if not addresses:
+            if device_id not in await self.known():
+                raise self._not_found(device_id, await self.known())
+            raise errors.BackendUnavailable(f"no live backends replica serves {device_id} right now; retry",
+                                            backend=device_id)
+        return self._replica(addresses[0])
+
+    @staticmethod
+    def _not_found(device_id: str, known: Sequence[str]) -> errors.BackendNotFound:
+        return errors.BackendNotFound(
+            f"backend {device_id!r} not found; known backends: {', '.join(sorted(known))}", backend=device_id)
+
+    # --- calls -------------------------------------------------------------------------------------------
+
+    async def list_devices(self, *, fresh: bool = False) -> list[backends_pb2.Backend]:
+        """Every known device with its coupling map; one served by no live replica is reported offline."""
+        now = time.monotonic()
+        if not fresh and self._listed and now - self._listed[0] < LIST_TTL_S:
+            return self._listed[1]
+        await self._refresh(fresh=fresh)
+        live = self._live()
+        answers = await asyncio.gather(
+            *(self._call(self._replica(i.address).devices.ListDevices, ds.ListDevicesRequest(), LIST_TIMEOUT_S)
+              for i in live),
+            return_exceptions=True,
+        )
+        merged: dict[str, backends_pb2.Backend] = {}
+        load: dict[tuple[str, str], int] = {}
+        reached = False
+        for instance, answer in zip(live, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("backends replica %s did not list its devices: %s", instance.address, answer)
+                continue
+            reached = True
+            for device in answer.devices:
+                load[(instance.address, device.id)] = device.queue_depth + device.running
+                found = merged.get(device.id)
+                if found is None:
+                    merged[device.id] = device
+                else:  # one device on several replicas: their queues add up; a task goes to the shortest
+                    found.queue_depth += device.queue_depth
+                    found.running += device.running
+                    found.estimated_wait_s = min(found.estimated_wait_s, device.estimated_wait_s)
+        if not reached and live:
+            raise errors.BackendUnavailable("no backends replica could be reached; retry in a few seconds")
+        self._load = load
+        devices = [merged.get(d) or backends_pb2.Backend(id=d, name=d, status="offline")
+                   for d in await self.known()]
+        self._listed = (now, devices)
+        return devices
+
+    async def assess(self, device_ids: Sequence[str], qasm: str, shots: int) -> dict[str, ds.CircuitAssessment]:
+        """Assessments of the devices a replica could be reached for; INVALID_QASM and the like propagate."""
+        groups: dict[str, list[str]] = {}
+        for device_id in device_ids or await self.known():
+            try:
+                replica = await self._pick(device_id)
+            except errors.BackendUnavailable:
+                continue  # no replica now: the device is simply not assessed (not runnable)
+            groups.setdefault(replica.address, []).append(device_id)
+        answers = await asyncio.gather(
+            *(self._call(self._replica(a).devices.AssessCircuit,
+                         ds.AssessCircuitRequest(device_ids=ids, qasm=qasm, shots=shots), ASSESS_TIMEOUT_S)
+              for a, ids in groups.items()),
+            return_exceptions=True,
+        )
+        result: dict[str, ds.CircuitAssessment] = {}
+        for answer in answers:
+            if isinstance(answer, errors.QnetError) and not answer.transient:
+                raise answer
+            if isinstance(answer, BaseException):
+                log.warning("assessment skipped: %s", answer)
+                continue
+            result.update((a.device_id, a) for a in answer.assessments)
+        return result
+
+    async def submit(self, device_id: str, qasm: str, shots: int, task_id: str) -> tuple[str, ds.Task]:
+        """Queues a task on a replica serving the device; returns that replica's address and the task."""
+        replica = await self._pick(device_id)
+        request = ds.SubmitTaskRequest(device_id=device_id, qasm=qasm, shots=shots, task_id=task_id)
+        task = await self._call(replica.devices.SubmitTask, request, 30.0)
+        replica.in_flight += 1
+        return replica.address, task
+
+    async def get_task(self, address: str, task_id: str, wait_s: float) -> ds.Task:
+        """The task as the replica at `address` has it, after waiting up to `wait_s` for it to end."""
+        replica = self._replica(address)
+        task = await self._call(replica.devices.GetTask, ds.GetTaskRequest(task_id=task_id, wait_s=wait_s),
+                                wait_s + 10.0)
+        if task.status in ("completed", "failed"):
+            replica.in_flight = max(0, replica.in_flight - 1)
+        return task
+
+    async def cancel(self, address: str, task_id: str) -> None:
+        # A replica that cannot be reached has lost its task anyway.
+        with contextlib.suppress(errors.QnetError):
+            await self._call(self._replica(address).devices.CancelTask, ds.CancelTaskRequest(task_id=task_id), 5.0)
+
+    async def on_device(self, device_id: str, call: Callable[[bs_grpc.BackendServiceStub], Awaitable[T]]) -> T:
+        """Runs `call` with the BackendService of a replica serving the device (the public reads)."""
+        replica = await self._pick(device_id)
+        try:
+            return await call(replica.backends)
+        except grpc.aio.AioRpcError as error:
+            raise to_qnet_error(error) from None
+
+    async def set_status(self, device_id: str, status: str) -> backends_pb2.Backend:
+        replica = await self._pick(device_id)
+        reply = await self._call(replica.devices.SetDeviceStatus,
+                                 ds.SetDeviceStatusRequest(device_id=device_id, status=status), 10.0)
+        self._listed = None
+        return reply.device
+
+    @staticmethod
+    async def _call(method: Callable, request: object, timeout: float):  # noqa: ANN205
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise to_qnet_error(error) from None
+
+    async def close(self) -> None:
+        for replica in self._replicas.values():
+            await replica.channel.close()
