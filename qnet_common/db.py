@@ -15,7 +15,7 @@ import logging
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from qnet_common import errors
@@ -218,3 +218,47 @@ class Database:
                     conn.close()
             self._all.clear()
         self._local = threading.local()
+
+
+class Listener:
+    """Calls `on_notify(payload)` for every NOTIFY on `channel`, from a thread of its own (PostgreSQL only).
+
+    Its connection is separate from the pool's, reconnects after an outage, and is best effort: readers keep a
+    slow poll besides, so a notification lost while the connection was down delays them, never loses data.
+    """
+
+    RECONNECT_S = 1.0
+
+    def __init__(self, db: Database, channel: str, on_notify: Callable[[str], None]) -> None:
+        self._db = db
+        self._channel = channel
+        self._on_notify = on_notify
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._db.dialect == "postgresql"
+
+    def start(self) -> None:
+        if self.active:
+            self._thread = threading.Thread(target=self._run, name=f"listen-{self._channel}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._db.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+                    conn.execute(f"LISTEN {self._channel}")
+                    self._on_notify("")  # (re)connected: whatever was sent meanwhile is read by a poll now
+                    while not self._stopping.is_set():
+                        for notice in conn.notifies(timeout=1.0):
+                            self._on_notify(notice.payload)
+            except Exception:  # noqa: BLE001 - an outage: reconnect shortly
+                log.debug("listener on %s lost its connection", self._channel, exc_info=True)
+                self._stopping.wait(self.RECONNECT_S)
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -7,17 +7,20 @@ that reconnects with `since` misses nothing, whichever replica wrote the event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from qnet_common import errors
-from qnet_common.db import Database, Tx
+from qnet_common.db import Database, Listener, Tx
 
 TOPICS = ("job_updates", "backend_status")
 #: The advisory lock that orders event ids by commit (see EventLog.append_in).
 EVENT_ORDER_LOCK = 7262022
+#: The PostgreSQL channel every appended event is announced on.
+NOTIFY_CHANNEL = "qnet_events"
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -54,6 +57,10 @@ class EventLog:
         self._db = db
         db.migrate(SCHEMA)
 
+    @property
+    def db(self) -> Database:
+        return self._db
+
     @staticmethod
     def append_in(tx: Tx, event: Event) -> None:
         """Appends inside the caller's transaction, so a state change and its event commit together.
@@ -75,8 +82,8 @@ class EventLog:
                 json.dumps(event.counts), event.owner, event.error_code, event.time or time.time(),
             ),
         )
-        if tx_dialect(tx) == "postgresql":
-            tx.execute("NOTIFY qnet_events")
+        if tx_dialect(tx) == "postgresql":  # wakes listeners at commit: "topic:status:job_id"
+            tx.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, f"{event.topic}:{event.status}:{event.job_id}"))
 
     def append(self, event: Event) -> None:
         with self._db.transaction() as tx:
@@ -106,10 +113,15 @@ def tx_dialect(tx: Tx) -> str:
 
 class EventHub:
     """One poller of the event log per process, fanned out to every watcher (one query per tick, not one
-    per watcher). A watcher starting at `since` first gets the missed events from the log, then live ones."""
+    per watcher). A watcher starting at `since` first gets the missed events from the log, then live ones.
 
-    #: Polling the log costs one indexed query per tick per scheduler, whatever the number of watchers.
+    On PostgreSQL the poller sleeps until an event is announced (LISTEN/NOTIFY), with a slow poll besides in
+    case a notification was lost; on SQLite (one machine, no notifications) it polls every POLL_S.
+    """
+
     POLL_S = 0.02
+    #: With notifications, the poll that catches up after one was lost.
+    NOTIFIED_POLL_S = 1.0
     #: A watcher this far behind is dropped (its client reconnects with `since`).
     MAX_QUEUE = 10_000
 
@@ -118,18 +130,34 @@ class EventHub:
         self._watchers: set[_Watcher] = set()
         self._cursor = 0
         self._task: asyncio.Task | None = None
+        self._nudge = asyncio.Event()
+        self._listener: Listener | None = None
+        #: Called with the payload of every announced event ("topic:status:job_id"; "" after a reconnect).
+        self.on_announce: Callable[[str], None] = lambda payload: None
 
     async def start(self) -> None:
         self._cursor = await asyncio.to_thread(self.log.last_id)
+        loop = asyncio.get_running_loop()
+        self._listener = Listener(self.log.db, NOTIFY_CHANNEL,
+                                  lambda payload: loop.call_soon_threadsafe(self._announced, payload))
+        self._listener.start()
         self._task = asyncio.create_task(self._poll())
 
+    def _announced(self, payload: str) -> None:
+        self._nudge.set()
+        self.on_announce(payload)
+
     async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _poll(self) -> None:
+        idle = self.NOTIFIED_POLL_S if self._listener is not None and self._listener.active else self.POLL_S
         while True:
+            self._nudge.clear()
             try:
                 batch = await asyncio.to_thread(self.log.since, self._cursor)
             except Exception:  # the database is briefly unreachable: keep the watchers, try again
@@ -144,7 +172,8 @@ class EventHub:
                         self._watchers.discard(watcher)
                         watcher.overflowed = True
             if len(batch) < 1000:
-                await asyncio.sleep(self.POLL_S)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), timeout=idle)
 
     async def watch(self, since: int | None = None) -> AsyncIterator[Event]:
         """Events after `since` (None: from now on), in order, without gaps or repeats."""

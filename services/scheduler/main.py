@@ -49,7 +49,13 @@ class SchedulerComponent:
             JobEventsServicer(self.hub), server
         )
 
+    def _announced(self, payload: str) -> None:
+        topic, _, rest = payload.partition(":")
+        status, _, job_id = rest.partition(":")
+        self.engine.announced(topic, status, job_id)
+
     async def start(self) -> None:
+        self.hub.on_announce = self._announced
         await self.hub.start()
         self.engine.start()
 

@@ -133,12 +133,12 @@ def start_envoy(upstreams: Upstreams, tmp: pathlib.Path, **options: object) -> E
     config = render_config(
         listen_host="127.0.0.1", listen_port=0, admin_port=0, descriptor_path=str(DESCRIPTOR),
         upstreams={
-            "qnet.backends.v1.BackendService": here,
-            "qnet.aggregator.v1.AggregationService": here,
-            "qnet.scheduler.v1.ExecutionService": here,  # not served here: UNIMPLEMENTED
-            "qnet.network.v1.NetworkService": ("127.0.0.1", closed_port()),  # a service that is down
+            "qnet.backends.v1.BackendService": [here],
+            "qnet.aggregator.v1.AggregationService": [here],
+            "qnet.scheduler.v1.ExecutionService": [here],  # not served here: UNIMPLEMENTED
+            "qnet.network.v1.NetworkService": [("127.0.0.1", closed_port())],  # a service that is down
         },
-        stream_upstream=("127.0.0.1", upstreams.ws_port), **options,
+        stream_upstreams=[("127.0.0.1", upstreams.ws_port)], **options,
     )
     envoy = EnvoyProcess(config, workdir=tmp)
     envoy.start()

@@ -62,6 +62,8 @@ class Engine:
         self._stopping = False
         self._loops: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}
+        #: Requests waiting for a job, woken when any replica announces a change of it.
+        self._waiters: dict[str, asyncio.Event] = {}
         self._on_job = on_job or (lambda job_id, status, backend, age_s: None)
 
     # --- use cases ---------------------------------------------------------------------------------------
@@ -127,7 +129,12 @@ class Engine:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
                 continue
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            changed = self._waiters.setdefault(job_id, asyncio.Event())
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(delay, max(0.0, deadline - time.monotonic())))
+            finally:
+                self._waiters.pop(job_id, None)
             delay = min(delay * 2, 0.2)
 
     async def cancel(self, owner: str | None, job_id: str) -> Job:
@@ -143,6 +150,17 @@ class Engine:
             task.cancel()
         self._on_job(job_id, CANCELLED, "", time.time() - job.created_at)
         return job
+
+    def announced(self, topic: str, status: str, job_id: str) -> None:
+        """A change some replica committed (PostgreSQL's notifications): wakes idle workers for a new job and
+        the requests waiting for this one."""
+        if topic != "job_updates":
+            return
+        if status == QUEUED:
+            self._wake.set()
+        waiter = self._waiters.get(job_id)
+        if waiter is not None:
+            waiter.set()
 
     # --- workers -----------------------------------------------------------------------------------------
 
