@@ -24,7 +24,7 @@ from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
 from qnet_common import errors
 from qnet_common.grpcclient import channel, to_qnet_error
-from qnet_common.registry import Instance, Registry
+from qnet_common.registry import LEASE_S, Instance, Registry
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ ASSESS_TIMEOUT_S = 60.0
 class _Replica:
     def __init__(self, address: str, service_key: str) -> None:
         self.address = address
-        self.channel = channel(address, service_key)
+        # One replica, addressed on purpose: no health-based balancing (a draining replica must still answer
+        # for the tasks it runs).
+        self.channel = channel(address, service_key, balanced=False)
         self.devices = ds_grpc.DeviceServiceStub(self.channel)
         self.backends = bs_grpc.BackendServiceStub(self.channel)
         #: Tasks sent by this process and not yet seen ending.
@@ -60,6 +62,8 @@ class DeviceRouter:
         #: Load per (address, device) from the last listing: tasks queued and running there.
         self._load: dict[tuple[str, str], int] = {}
         self._turn = itertools.count()
+        #: When a replica last failed to answer: it is passed over until its registration lapses or it answers.
+        self._unreachable: dict[str, float] = {}
 
     # --- the registry ------------------------------------------------------------------------------------
 
@@ -99,7 +103,9 @@ class DeviceRouter:
         if addresses:
             shift = turn % len(addresses)
             addresses = addresses[shift:] + addresses[:shift]
-        return sorted(addresses, key=lambda a: self._load.get((a, device_id), 0) + self._replica(a).in_flight)
+        now = time.monotonic()
+        return sorted(addresses, key=lambda a: (now - self._unreachable.get(a, -LEASE_S) < LEASE_S,
+                                                self._load.get((a, device_id), 0) + self._replica(a).in_flight))
 
     async def _pick(self, device_id: str) -> _Replica:
         addresses = await self.serving(device_id)
@@ -128,7 +134,8 @@ class DeviceRouter:
         await self._refresh(fresh=fresh)
         live = self._live()
         answers = await asyncio.gather(
-            *(self._call(self._replica(i.address).devices.ListDevices, ds.ListDevicesRequest(), LIST_TIMEOUT_S)
+            *(self._call(self._replica(i.address).devices.ListDevices, ds.ListDevicesRequest(), LIST_TIMEOUT_S,
+                         i.address)
               for i in live),
             return_exceptions=True,
         )
@@ -168,7 +175,7 @@ class DeviceRouter:
             groups.setdefault(replica.address, []).append(device_id)
         answers = await asyncio.gather(
             *(self._call(self._replica(a).devices.AssessCircuit,
-                         ds.AssessCircuitRequest(device_ids=ids, qasm=qasm, shots=shots), ASSESS_TIMEOUT_S)
+                         ds.AssessCircuitRequest(device_ids=ids, qasm=qasm, shots=shots), ASSESS_TIMEOUT_S, a)
               for a, ids in groups.items()),
             return_exceptions=True,
         )
@@ -186,7 +193,7 @@ class DeviceRouter:
         """Queues a task on a replica serving the device; returns that replica's address and the task."""
         replica = await self._pick(device_id)
         request = ds.SubmitTaskRequest(device_id=device_id, qasm=qasm, shots=shots, task_id=task_id)
-        task = await self._call(replica.devices.SubmitTask, request, 30.0)
+        task = await self._call(replica.devices.SubmitTask, request, 30.0, replica.address)
         replica.in_flight += 1
         return replica.address, task
 
@@ -194,7 +201,7 @@ class DeviceRouter:
         """The task as the replica at `address` has it, after waiting up to `wait_s` for it to end."""
         replica = self._replica(address)
         task = await self._call(replica.devices.GetTask, ds.GetTaskRequest(task_id=task_id, wait_s=wait_s),
-                                wait_s + 10.0)
+                                wait_s + 10.0, address)
         if task.status in ("completed", "failed"):
             replica.in_flight = max(0, replica.in_flight - 1)
         return task
@@ -212,6 +219,10 @@ class DeviceRouter:
         except grpc.aio.AioRpcError as error:
             raise to_qnet_error(error) from None
 
+    def invalidate(self) -> None:
+        """Forgets the cached device list (a device's status changed somewhere)."""
+        self._listed = None
+
     async def set_status(self, device_id: str, status: str) -> backends_pb2.Backend:
         replica = await self._pick(device_id)
         reply = await self._call(replica.devices.SetDeviceStatus,
@@ -219,12 +230,15 @@ class DeviceRouter:
         self._listed = None
         return reply.device
 
-    @staticmethod
-    async def _call(method: Callable, request: object, timeout: float):  # noqa: ANN205
+    async def _call(self, method: Callable, request: object, timeout: float, address: str = ""):  # noqa: ANN205
         try:
-            return await method(request, timeout=timeout)
+            reply = await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
+            if address and error.code() == grpc.StatusCode.UNAVAILABLE:
+                self._unreachable[address] = time.monotonic()
             raise to_qnet_error(error) from None
+        self._unreachable.pop(address, None)
+        return reply
 
     async def close(self) -> None:
         for replica in self._replicas.values():

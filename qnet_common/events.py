@@ -134,6 +134,8 @@ class EventHub:
         self._listener: Listener | None = None
         #: Called with the payload of every announced event ("topic:status:job_id"; "" after a reconnect).
         self.on_announce: Callable[[str], None] = lambda payload: None
+        #: Called with every event the poller reads, before the watchers get it.
+        self.on_event: Callable[[Event], None] = lambda event: None
 
     async def start(self) -> None:
         self._cursor = await asyncio.to_thread(self.log.last_id)
@@ -165,6 +167,7 @@ class EventHub:
                 continue
             for event in batch:
                 self._cursor = event.event_id
+                self.on_event(event)
                 for watcher in list(self._watchers):
                     try:
                         watcher.queue.put_nowait(event)

@@ -46,13 +46,13 @@ class _StreamKey(_ServiceKey, grpc.aio.UnaryStreamClientInterceptor):
 SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}})
 
 
-def channel(address: str, service_key: str) -> grpc.aio.Channel:
+def channel(address: str, service_key: str, *, balanced: bool = True) -> grpc.aio.Channel:
+    """`balanced`: spread calls over the target's healthy addresses (SERVICE_CONFIG)."""
+    options = [("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.enable_retries", 0)]
+    if balanced:
+        options.append(("grpc.service_config", SERVICE_CONFIG))
     return grpc.aio.insecure_channel(
-        address,
-        interceptors=[_UnaryKey(service_key), _StreamKey(service_key)],
-        options=[("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.enable_retries", 0),
-                 ("grpc.service_config", SERVICE_CONFIG)],
-    )
+        address, interceptors=[_UnaryKey(service_key), _StreamKey(service_key)], options=options)
 
 
 def to_qnet_error(error: grpc.aio.AioRpcError) -> errors.QnetError:

@@ -2,6 +2,7 @@
 # Installs the real peers the tests drive when they are missing: PostgreSQL's binaries (the outage tests start,
 # stop and restart a server of their own), Debian's Prometheus, Node with npm, and Node's `ws` client.
 # A tool that cannot be installed here stops `make test` with a message saying which: the tests never skip it.
+# `scripts/test_tools.sh postgresql` installs only PostgreSQL's binaries (make run-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ apt_install() {
 }
 
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_install postgresql
+[ "${1:-}" = postgresql ] && exit 0
 command -v prometheus >/dev/null || apt_install prometheus
 { command -v node >/dev/null && command -v npm >/dev/null; } || apt_install nodejs npm
 [ -d tests/e2e/node/node_modules/ws ] || npm install --silent --prefix tests/e2e/node >/dev/null

@@ -102,13 +102,13 @@ STABLE_S = 30.0
 
 class Mesh:
     def __init__(self, settings: Settings, *, ephemeral: bool, http_port: int, admin_port: int,
-                 topology: str = "single") -> None:
+                 topology: str = "single", roles: tuple[Role, ...] | None = None) -> None:
         self.settings = settings
         self.ephemeral = ephemeral
         self.http_port = http_port
         self.admin_port = admin_port
         self.topology = topology
-        self.roles = TOPOLOGIES[topology]
+        self.roles = roles or TOPOLOGIES[topology]
         self.children: dict[str, asyncio.subprocess.Process] = {}
         #: Child name -> its role, and the bound addresses.
         self.role_of: dict[str, Role] = {}
@@ -270,6 +270,16 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _replicas(text: str) -> dict[str, int]:
+    found = {}
+    for item in filter(None, text.split(",")):
+        role, _, count = item.partition("=")
+        if not count.isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected ROLE=N with N >= 1")
+        found[role.strip()] = int(count)
+    return found
+
+
 def _register_dev_key(settings: Settings) -> str:
     secret = os.environ.get("QNET_DEV_API_KEY", "")
     if not secret:
@@ -293,8 +303,23 @@ def _cluster_database(settings: Settings) -> tuple[Settings, object | None]:
     return replace(settings, database_url=dsn), server
 
 
+def roles_of(topology: str, replicas: dict[str, int]) -> tuple[Role, ...]:
+    """The topology's roles with some replica counts changed; ValueError names an unknown role."""
+    unknown = set(replicas) - {r.name for r in TOPOLOGIES[topology]}
+    if unknown:
+        raise ValueError(f"--replicas: no role {', '.join(sorted(unknown))} in the {topology} topology; roles: "
+                         f"{', '.join(r.name for r in TOPOLOGIES[topology])}")
+    return tuple(replace(r, replicas=replicas.get(r.name, r.replicas)) for r in TOPOLOGIES[topology])
+
+
 async def amain(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    topology = "cluster" if args.cluster else "single"
+    try:
+        roles = roles_of(topology, args.replicas)
+    except ValueError as error:
+        print(f"qnet: {error}", file=sys.stderr, flush=True)
+        return 2
     database = None
     if args.cluster:
         try:
@@ -303,7 +328,7 @@ async def amain(args: argparse.Namespace) -> int:
             print(f"qnet: {error}", file=sys.stderr, flush=True)
             return 1
     mesh = Mesh(settings, ephemeral=args.ephemeral, http_port=args.http_port, admin_port=args.admin_port,
-                topology="cluster" if args.cluster else "single")
+                topology=topology, roles=roles)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -343,6 +368,8 @@ def main() -> None:
     parser.add_argument("--ephemeral", action="store_true", help="let the OS pick every port (tests)")
     parser.add_argument("--cluster", action="store_true",
                         help="the cluster topology: replicas, one adapter service per provider, PostgreSQL")
+    parser.add_argument("--replicas", type=_replicas, default={}, metavar="ROLE=N[,ROLE=N]",
+                        help="replicas per role, e.g. scheduler=3,backends-local=2 (ports: role's port + i)")
     parser.add_argument("--http-port", type=int, default=int(os.environ.get("QNET_HTTP_PORT", "8080")))
     parser.add_argument("--admin-port", type=int, default=int(os.environ.get("QNET_ADMIN_PORT", "9901")))
     sys.exit(asyncio.run(amain(parser.parse_args())))

@@ -56,6 +56,8 @@ class SchedulerComponent:
 
     async def start(self) -> None:
         self.hub.on_announce = self._announced
+        # A status change made through any replica: the next choice of backends reads the devices afresh.
+        self.hub.on_event = lambda event: self._router.invalidate() if event.topic == "backend_status" else None
         await self.hub.start()
         self.engine.start()
 

@@ -1,4 +1,6 @@
-"""The real mesh behind real Envoy, started once per session exactly as `make run` starts it."""
+"""The real mesh behind real Envoy, started once per session exactly as `make run` starts it, and again in the
+cluster topology of `make run-cluster` (replicas, one adapter service per provider, PostgreSQL): every test that
+takes the `mesh` fixture runs against both."""
 
 from __future__ import annotations
 
@@ -45,6 +47,12 @@ class RunningMesh:
     lines: list[str]
     addresses: dict[str, str]
     metrics: dict[str, str] = field(default_factory=dict)
+    db_url: str = ""
+    topology: str = "single"
+
+    def replicas(self, service: str) -> list[str]:
+        """Addresses of the service's replicas (children are named service, service-N or service-role[-N])."""
+        return [a for name, a in self.addresses.items() if name == service or name.startswith(f"{service}-")]
 
     def request(self, method: str, path: str, body: object = None, *, key: str | None = DEV_KEY,
                 raw: bytes | None = None, headers: dict | None = None, timeout: float = 120) -> Reply:
@@ -69,11 +77,12 @@ class RunningMesh:
             return Reply(error.code, parsed, {k.lower(): v for k, v in error.headers.items()})
 
     def create_key(self, name: str, **options) -> str:  # noqa: ANN003
-        store = ApiKeyStore(Database(f"sqlite:///{self.data_dir / 'qnet.db'}"))
+        store = ApiKeyStore(Database(self.db_url or f"sqlite:///{self.data_dir / 'qnet.db'}"))
         return store.create(name, **options)[1]
 
 
-def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None) -> RunningMesh:
+def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None, *, cluster: bool = False,
+               args: tuple[str, ...] = ()) -> RunningMesh:
     env = dict(os.environ)
     env.update(
         PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
@@ -87,7 +96,8 @@ def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None) 
     env.update(extra_env or {})
     log = open(data_dir / "mesh.log", "w")  # noqa: SIM115 - lives as long as the mesh
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.mesh", "--ephemeral"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "services.mesh", "--ephemeral", *(["--cluster"] if cluster else []), *args],
+        cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True,
     )
     lines: list[str] = []
@@ -109,9 +119,10 @@ def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None) 
             process.kill()
             raise RuntimeError("mesh did not start:\n" + (data_dir / "mesh.log").read_text()[-5000:])
     services, _, metrics = found["rest"].partition("metrics:")
-    address = r"(\w+)=(\d+\.\d+\.\d+\.\d+:\d+)"
+    address = r"([\w-]+)=(\d+\.\d+\.\d+\.\d+:\d+)"
     return RunningMesh(found["url"], found["admin"], data_dir, process, lines, dict(re.findall(address, services)),
-                       dict(re.findall(address, metrics)))
+                       dict(re.findall(address, metrics)), env.get("QNET_DATABASE_URL", ""),
+                       "cluster" if cluster else "single")
 
 
 def stop_mesh(mesh: RunningMesh) -> int:
@@ -124,7 +135,22 @@ def stop_mesh(mesh: RunningMesh) -> int:
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory) -> RunningMesh:
+def single_mesh(tmp_path_factory) -> RunningMesh:
+    """`make run`'s topology: one process per service, SQLite."""
     running = start_mesh(tmp_path_factory.mktemp("mesh"))
     yield running
     stop_mesh(running)
+
+
+@pytest.fixture(scope="session")
+def cluster_mesh(tmp_path_factory, postgres_server) -> RunningMesh:
+    """`make run-cluster`'s topology on a database of its own."""
+    with postgres_server.database() as url:
+        running = start_mesh(tmp_path_factory.mktemp("cluster"), {"QNET_DATABASE_URL": url}, cluster=True)
+        yield running
+        stop_mesh(running)
+
+
+@pytest.fixture(scope="session", params=["single", pytest.param("cluster", marks=pytest.mark.postgres)])
+def mesh(request) -> RunningMesh:
+    return request.getfixturevalue(f"{request.param}_mesh")

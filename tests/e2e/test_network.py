@@ -36,12 +36,22 @@ def test_metrics_are_computed_from_the_job_store(mesh):
 def test_topology_shows_backends_services_and_links(mesh):
     data = mesh.request("GET", "/topology").body["data"]
     nodes = {n["id"]: n for n in data["nodes"]}
+    links = {(link["source"], link["target"]) for link in data["links"]}
     for service in ("scheduler", "backends", "aggregator", "network", "gateway"):
         assert nodes[service]["kind"] == "service" and nodes[service]["status"] == "serving", nodes[service]
-        assert nodes[service]["address"] == mesh.addresses[service]
+        assert sorted(nodes[service]["address"].split(",")) == sorted(mesh.replicas(service))
+        replicas = [n for n in data["nodes"] if n["kind"] == "replica" and (service, n["id"]) in links]
+        assert sorted(r["address"] for r in replicas) == sorted(mesh.replicas(service))
+        assert {r["status"] for r in replicas} == {"serving"}
+    # The edge is where this client reached Envoy.
+    assert nodes["envoy"]["address"] == mesh.url.split("/")[2] and nodes["envoy"]["status"] == "serving"
+    # Each device is linked from the replicas that serve it.
+    serving_brisbane = [s for s, t in links if t == "ibm_brisbane" and s.startswith("backends-")]
+    assert len(serving_brisbane) == 1
+    serving_local = [s for s, t in links if t == "local_simulator" and s.startswith("backends-")]
+    assert len(serving_local) == (2 if mesh.topology == "cluster" else 1)
     assert nodes["ibm_brisbane"]["connectivity"] == "heavy_hex" and nodes["ibm_brisbane"]["coupling_edges"] > 100
     assert nodes["rigetti_aspen"]["connectivity"] == "octagonal" and nodes["ionq_simulator"]["coupling_edges"] == 0
-    links = {(link["source"], link["target"]) for link in data["links"]}
     assert ("scheduler", "backends") in links and ("backends", "ibm_brisbane") in links
 
 
@@ -81,7 +91,7 @@ def test_an_operator_takes_a_backend_offline_and_everything_follows(mesh):
         return subprocess.run(
             # The README's form: options after the subcommand.
             [sys.executable, "-m", "services.backends.cli", "set-status", "ionq_simulator", status,
-             "--address", mesh.addresses["backends"], "--key", key],
+             "--address", mesh.replicas("backends")[0], "--key", key],
             cwd=ROOT, capture_output=True, text=True, env={"PYTHONPATH": f"{ROOT}:{ROOT / 'gen'}"}, timeout=60)
 
     refused = cli(user_key, "offline")

@@ -33,6 +33,12 @@ def query(base: str, expression: str) -> float:
 
 
 @pytest.fixture
+def mesh(single_mesh):
+    """The shipped scrape config names `make run`'s ports: the single-process topology."""
+    return single_mesh
+
+
+@pytest.fixture
 def prometheus(mesh, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:

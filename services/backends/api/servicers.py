@@ -65,6 +65,8 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
 
     async def ListDevices(self, request, context):  # noqa: ANN001, N802
         self._internal_only()
+        # Statuses as stored now: a change just made through another replica is already in the answer.
+        await asyncio.to_thread(self._fleet.refresh_statuses)
         return ds.ListDevicesResponse(
             devices=[_backend(self._fleet, d, with_coupling=True) for d in self._fleet.devices]
         )

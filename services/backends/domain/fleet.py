@@ -229,6 +229,7 @@ class Fleet:
             await asyncio.sleep(2 + random.random())
 
         def work() -> RunResult:
+            log.info("executing task=%s device=%s", task_id, device_id)  # each real execution, once
             self.on_execution(device_id)
             return device.run(circuit, shots, seed)
 

@@ -32,8 +32,9 @@ class Mesh:
         self.router = DeviceRouter(self.registry, settings.service_key)
         self._health_channels: dict[str, grpc.aio.Channel] = {}
 
-    async def devices(self) -> list:
-        return await self.router.list_devices()
+    async def devices(self, *, fresh: bool = True) -> list:
+        """The devices as their replicas report them now (statuses and queues must not lag what users set)."""
+        return await self.router.list_devices(fresh=fresh)
 
     async def devices_or_empty(self) -> tuple[list, bool]:
         """The devices, and False when no backends replica can be reached (status shows an outage)."""

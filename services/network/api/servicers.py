@@ -142,7 +142,7 @@ class BackendCatalogueServicer(bs_grpc.BackendServiceServicer):
 
     async def ListBackends(self, request, context):  # noqa: ANN001, N802
         listed = []
-        for device in await self._router.list_devices():
+        for device in await self._router.list_devices(fresh=True):
             summary = bs_pb2.Backend()
             summary.CopyFrom(device)
             summary.ClearField("coupling_map")
