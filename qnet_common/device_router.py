@@ -64,6 +64,8 @@ class DeviceRouter:
         self._turn = itertools.count()
         #: When a replica last failed to answer: it is passed over until its registration lapses or it answers.
         self._unreachable: dict[str, float] = {}
+        #: When a replica last answered.
+        self._answered: dict[str, float] = {}
 
     # --- the registry ------------------------------------------------------------------------------------
 
@@ -80,8 +82,14 @@ class DeviceRouter:
         return self._instances
 
     def _live(self) -> list[Instance]:
-        now = time.time()
-        return [i for i in self._instances if i.live(now)]
+        """Replicas with a current registration, and those whose registration lapsed while they kept answering
+        (renewals fail while the database is down: that is an outage, not a death). A replica that drained
+        (deregistered) is out at once."""
+        now, clock = time.time(), time.monotonic()
+        # A replica restarted on the same address registers anew: the newest registration of an address wins.
+        latest = {i.address: i for i in self._instances}  # oldest first, so later ones replace earlier ones
+        return [i for i in latest.values()
+                if i.live(now) or (not i.drained and clock - self._answered.get(i.address, -LEASE_S) < LEASE_S)]
 
     def _replica(self, address: str) -> _Replica:
         replica = self._replicas.get(address)
@@ -234,10 +242,12 @@ class DeviceRouter:
         try:
             reply = await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            if address and error.code() == grpc.StatusCode.UNAVAILABLE:
+            if address and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 self._unreachable[address] = time.monotonic()
             raise to_qnet_error(error) from None
-        self._unreachable.pop(address, None)
+        if address:
+            self._unreachable.pop(address, None)
+            self._answered[address] = time.monotonic()
         return reply
 
     async def close(self) -> None:

@@ -36,7 +36,8 @@ SCHEMA = (
         address TEXT NOT NULL,
         devices TEXT NOT NULL DEFAULT '[]',
         started_at {float} NOT NULL,
-        expires_at {float} NOT NULL
+        expires_at {float} NOT NULL,
+        drained INTEGER NOT NULL DEFAULT 0
     )""",
 )
 
@@ -49,6 +50,8 @@ class Instance:
     devices: tuple[str, ...]
     started_at: float
     expires_at: float
+    #: Deregistered on purpose (a drain): out of rotation at once, whatever it still answers.
+    drained: bool = False
 
     def live(self, now: float) -> bool:
         return self.expires_at > now
@@ -69,13 +72,14 @@ class Registry:
         self._db.query(
             "INSERT INTO registry (instance_id, service, address, devices, started_at, expires_at)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET address = excluded.address,"
-            " devices = excluded.devices, expires_at = excluded.expires_at",
+            " devices = excluded.devices, expires_at = excluded.expires_at, drained = 0",
             (instance_id, service, address, json.dumps(list(devices)), now, now + LEASE_S),
         )
 
     def deregister(self, instance_id: str) -> None:
         """Ends the lease now (a drain); the row stays so its devices stay known."""
-        self._db.query("UPDATE registry SET expires_at = 0 WHERE instance_id = ?", (instance_id,))
+        self._db.query("UPDATE registry SET expires_at = ?, drained = 1 WHERE instance_id = ?",
+                       (time.time(), instance_id))
 
     def instances(self) -> list[Instance]:
         """Every registration not yet forgotten, live or not, oldest first."""
@@ -83,7 +87,7 @@ class Registry:
         rows = self._db.query("SELECT * FROM registry ORDER BY started_at, instance_id")
         return [
             Instance(r["instance_id"], r["service"], r["address"], tuple(json.loads(r["devices"])),
-                     r["started_at"], r["expires_at"])
+                     r["started_at"], r["expires_at"], bool(r["drained"]))
             for r in rows
         ]
 

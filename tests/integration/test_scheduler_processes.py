@@ -42,7 +42,8 @@ def wait_terminal(db: Database, job_ids: list[str], timeout: float) -> dict[str,
         if all(rows.get(j, {}).get("status") in ("completed", "failed", "cancelled") for j in job_ids):
             return rows
         if time.monotonic() > deadline:
-            pending = {j: rows.get(j, {}).get("status") for j in job_ids if rows[j]["status"] in ("queued", "running")}
+            pending = {j: rows.get(j, {}).get("status") for j in job_ids
+                       if rows.get(j, {}).get("status") not in ("completed", "failed", "cancelled")}
             raise AssertionError(f"jobs not terminal after {timeout}s: {pending}")
         time.sleep(0.2)
 
