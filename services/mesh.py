@@ -66,6 +66,7 @@ class Role:
         return [(f"{self.name}-{i + 1}", self.port + i, self.metrics_port + i) for i in range(self.replicas)]
 
 
+POOL_3 = ("QNET_DB_POOL_SIZE", "3")
 #: Start order: adapters and aggregator first, the services that call them next, the network service last.
 TOPOLOGIES = {
     "single": (
@@ -75,15 +76,18 @@ TOPOLOGIES = {
         Role("gateway", "gateway", 8081, 9105),
         Role("network", "network", 50054, 9104),
     ),
+    # Database connections are budgeted per role (QNET_DB_POOL_SIZE): replicas x pool size must stay under the
+    # server's max_connections (100 by default) with room for operators; the schedulers need the most.
     "cluster": (
-        Role("backends-ibm", "backends", 50152, 9152, env=(("QNET_DEVICES", "ibm_brisbane,ibm_torino"),)),
-        Role("backends-ionq", "backends", 50162, 9162, env=(("QNET_DEVICES", "ionq_simulator,ionq_aria"),)),
-        Role("backends-rigetti", "backends", 50172, 9172, env=(("QNET_DEVICES", "rigetti_aspen"),)),
-        Role("backends-local", "backends", 50182, 9182, replicas=2, env=(("QNET_DEVICES", "local_simulator"),)),
-        Role("aggregator", "aggregator", 50153, 9153),
-        Role("scheduler", "scheduler", 50151, 9151, replicas=2),
-        Role("gateway", "gateway", 8181, 9155, replicas=2),
-        Role("network", "network", 50154, 9154),
+        Role("backends-ibm", "backends", 50152, 9152, env=(("QNET_DEVICES", "ibm_brisbane,ibm_torino"), POOL_3)),
+        Role("backends-ionq", "backends", 50162, 9162, env=(("QNET_DEVICES", "ionq_simulator,ionq_aria"), POOL_3)),
+        Role("backends-rigetti", "backends", 50172, 9172, env=(("QNET_DEVICES", "rigetti_aspen"), POOL_3)),
+        Role("backends-local", "backends", 50182, 9182, replicas=2,
+             env=(("QNET_DEVICES", "local_simulator"), POOL_3)),
+        Role("aggregator", "aggregator", 50153, 9153, env=(POOL_3,)),
+        Role("scheduler", "scheduler", 50151, 9151, replicas=2, env=(("QNET_DB_POOL_SIZE", "8"),)),
+        Role("gateway", "gateway", 8181, 9155, replicas=2, env=(POOL_3,)),
+        Role("network", "network", 50154, 9154, env=(("QNET_DB_POOL_SIZE", "4"),)),
     ),
 }
 #: Which public gRPC services Envoy routes to which service's replicas.

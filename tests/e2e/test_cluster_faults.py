@@ -283,21 +283,25 @@ def test_three_schedulers_two_thousand_jobs_every_client_gets_every_event_in_ord
             assert len(mesh.replicas("scheduler")) == 3
             with Watchers(mesh, count=4) as watchers:
                 ids: list[str] = []
+                refused: list[tuple[int, dict]] = []
                 lock = threading.Lock()
 
                 def submit(count: int) -> None:
                     for i in range(count):
                         reply = mesh.request("POST", "/execute", {
                             "qasm": BELL, "backends": [DEVICES[i % 2]], "shots": 4, "return_immediately": True})
-                        assert reply.status == 200, reply.body
                         with lock:
-                            ids.append(reply.body["data"]["job_id"])
+                            if reply.status == 200:
+                                ids.append(reply.body["data"]["job_id"])
+                            else:
+                                refused.append((reply.status, reply.body))
 
                 threads = [threading.Thread(target=submit, args=(250,)) for _ in range(8)]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
                     thread.join()
+                assert not refused, refused[:3]
                 assert len(ids) == 2000
                 jobs = wait_jobs(mesh, ids, timeout=300)
                 assert {j["status"] for j in jobs.values()} == {"completed"}
