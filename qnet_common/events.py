@@ -136,6 +136,7 @@ class EventHub:
         self.on_announce: Callable[[str], None] = lambda payload: None
         #: Called with every event the poller reads, before the watchers get it.
         self.on_event: Callable[[Event], None] = lambda event: None
+        self._ending = False
 
     async def start(self) -> None:
         self._cursor = await asyncio.to_thread(self.log.last_id)
@@ -149,7 +150,16 @@ class EventHub:
         self._nudge.set()
         self.on_announce(payload)
 
+    def end_watches(self) -> None:
+        """Ends every watch with a resumable UNAVAILABLE (this replica is leaving: resume on another)."""
+        self._ending = True
+        for watcher in list(self._watchers):
+            watcher.ended = True
+            with contextlib.suppress(asyncio.QueueFull):
+                watcher.queue.put_nowait(None)
+
     async def stop(self) -> None:
+        self.end_watches()
         if self._listener is not None:
             self._listener.stop()
         if self._task is not None:
@@ -196,7 +206,12 @@ class EventHub:
                 if watcher.overflowed and watcher.queue.empty():
                     raise errors.WatcherTooSlow(
                         f"watcher fell more than {self.MAX_QUEUE} events behind; resume with since_event_id={last}")
+                if self._ending or watcher.ended:
+                    raise errors.Unavailable(
+                        f"this scheduler replica is shutting down; resume with since_event_id={last} on another")
                 event = await watcher.queue.get()
+                if event is None:
+                    continue  # ended: raised above
                 if event.event_id > last:
                     last = event.event_id
                     yield event
@@ -208,3 +223,4 @@ class EventHub:
 class _Watcher:
     queue: asyncio.Queue
     overflowed: bool = False
+    ended: bool = False

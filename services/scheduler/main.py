@@ -62,6 +62,7 @@ class SchedulerComponent:
         self.engine.start()
 
     async def stop(self, grace: float) -> None:
+        self.hub.end_watches()  # the bridges resume on another replica instead of waiting out the grace
         await self.engine.stop(grace)
         await self.hub.stop()
         await self._router.close()

@@ -120,3 +120,21 @@ async def test_the_event_hub_replays_then_follows_without_gaps_or_repeats(sqlite
     await asyncio.wait_for(watcher, 5)
     await hub.stop()
     assert seen == ["before1", "before2", "after"]  # after event 1: the two stored, then the live one, once
+
+
+async def test_a_leaving_scheduler_ends_its_event_watches_with_a_resumable_unavailable(sqlite_url):
+    """A draining scheduler used to keep the bridges' streams open for its whole grace period."""
+    log = EventLog(Database(sqlite_url))
+    hub = EventHub(log)
+    await hub.start()
+    log.append(Event(topic="backend_status", status="online", backend="seen"))
+
+    async def watch() -> list[str]:
+        return [event.backend async for event in hub.watch(since=0)]
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.2)
+    hub.end_watches()
+    with pytest.raises(errors.Unavailable, match="since_event_id=1"):
+        await asyncio.wait_for(watcher, 2)
+    await hub.stop()
