@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram, start_http_server
+from qnet.common.v1 import access_pb2
 
 from qnet_common import errors, logs
 from qnet_common.db import Database
@@ -139,8 +141,41 @@ class _Status(grpc.Status):
     trailing_metadata: tuple[tuple[str, Any], ...]
 
 
+def declared_access(method: str) -> int:
+    """The access an RPC (`/pkg.Service/Method`) declares in its proto, ACCESS_UNSPECIFIED when it declares none."""
+    found = _ACCESS.get(method)
+    if found is None:
+        try:
+            descriptor = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
+            found = descriptor.GetOptions().Extensions[access_pb2.access]
+        except KeyError:
+            found = access_pb2.ACCESS_UNSPECIFIED
+        _ACCESS[method] = found
+    return found
+
+
+_ACCESS: dict[str, int] = {}
+
+
+def authorize(method: str, access: int, caller: Caller) -> None:
+    """Raises PermissionDenied unless `caller` may call an RPC declaring `access`."""
+    name = method.lstrip("/").replace("/", ".")
+    if access == access_pb2.ACCESS_PUBLIC:
+        return
+    if access == access_pb2.ACCESS_OPERATOR:
+        if not (caller.internal or caller.admin):
+            raise errors.PermissionDenied(f"{name} needs an operator key (keys create --admin)")
+        return
+    if access == access_pb2.ACCESS_INTERNAL:
+        if not caller.internal:
+            raise errors.PermissionDenied(f"{name} is internal to the mesh; use the public API")
+        return
+    raise errors.PermissionDenied(f"{name} declares no access in its proto: refused")
+
+
 class QnetInterceptor(grpc.aio.ServerInterceptor):
-    """Authenticates every RPC but health and reflection, maps QnetError to a Status, counts and times."""
+    """Authenticates and authorizes every RPC but health and reflection by the access its proto declares,
+    maps QnetError to a Status, counts and times. A kind of handler it does not know is refused."""
 
     def __init__(self, service: str, authenticator: Authenticator | None) -> None:
         self._service = service
@@ -154,10 +189,13 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
         is_open = method.startswith(OPEN_PREFIXES) or self._auth is None
         metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         short = method.rsplit("/", 1)[-1]
+        access = access_pb2.ACCESS_PUBLIC if is_open else declared_access(method)
 
         async def authenticate(context: grpc.aio.ServicerContext) -> None:
             if not is_open:
-                current_caller.set(await self._auth.authenticate(metadata))
+                caller = await self._auth.authenticate(metadata)
+                authorize(method, access, caller)
+                current_caller.set(caller)
 
         async def fail(context: grpc.aio.ServicerContext, error: BaseException, started: float) -> None:
             if isinstance(error, errors.QnetError):
@@ -210,7 +248,18 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, handler.request_deserializer, handler.response_serializer
             )
-        return handler
+        if is_open:  # health's and reflection's own streams
+            return handler
+
+        async def refuse(request_iterator, context):  # noqa: ANN001
+            status = error_status(errors.PermissionDenied(f"{method}: client-streaming RPCs are not served"))
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(refuse, handler.request_deserializer,
+                                                        handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(refuse, handler.request_deserializer,
+                                                     handler.response_serializer)
 
     def _record(self, method: str, code: str, started: float) -> None:
         RPC_HANDLED.labels(self._service, method, code).inc()

@@ -24,6 +24,8 @@ from qnet_common.keys import ApiKeyStore
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEV_KEY = "qnet_e2e_dev_key"
+#: The mesh's internal key in these tests (random per run otherwise), so that tests may call as the mesh.
+SERVICE_KEY = "qnet_e2e_service_key"
 #: Injected so that every documented error can be produced end to end.
 FAULTY_DEVICE = "ionq_aria"  # fails every task (not retried)
 UNREACHABLE_DEVICE = "ibm_torino"  # unavailable: retried with backoff, then failed over
@@ -88,6 +90,7 @@ def start_mesh(data_dir: pathlib.Path, extra_env: dict[str, str] | None = None, 
         PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
         QNET_DATA_DIR=str(data_dir),
         QNET_DEV_API_KEY=DEV_KEY,
+        QNET_SERVICE_KEY=SERVICE_KEY,
         QNET_FAULTS=f"{FAULTY_DEVICE}=error,{UNREACHABLE_DEVICE}=unavailable,{SLOW_DEVICE}=slow",
         QNET_DEVICE_STATUS=f"{MAINTENANCE_DEVICE}=maintenance",
         QNET_EXECUTE_WAIT_S="60",

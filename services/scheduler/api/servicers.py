@@ -134,6 +134,7 @@ class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
     """Streams the durable event log: replay after `since_event_id`, then follow it live."""
 
     PAGE = 500
+    MAX_PAGE = 5000
 
     def __init__(self, hub: EventHub) -> None:
         self._hub = hub
@@ -160,7 +161,9 @@ class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
 
     async def ListEvents(self, request, context):  # noqa: ANN001, N802
         topics, owner = self._filter(request.topics, request.owner)
-        limit = min(request.limit or self.PAGE, 5000)
+        if request.limit < 0:
+            raise errors.InvalidArgument(f"limit={request.limit}: give 1 to {self.MAX_PAGE}, or 0 for {self.PAGE}")
+        limit = min(request.limit or self.PAGE, self.MAX_PAGE)
         scanned = await asyncio.to_thread(self._hub.log.since, request.since_event_id, limit)
         return ev.ListEventsResponse(
             events=[_event_message(e) for e in scanned if self._wanted(e, topics, owner)],
