@@ -103,15 +103,29 @@ def body_schema(descriptor_path: str, services: list[str]) -> str:
                     bodies.append((_lua_pattern(verb, path), root))
 
     reachable: dict[str, str] = {}
+    field_type = descriptor_pb2.FieldDescriptorProto
+    scalars = {
+        field_type.TYPE_INT32: "int32", field_type.TYPE_SINT32: "int32", field_type.TYPE_SFIXED32: "int32",
+        field_type.TYPE_UINT32: "uint32", field_type.TYPE_FIXED32: "uint32",
+        field_type.TYPE_INT64: "int64", field_type.TYPE_SINT64: "int64", field_type.TYPE_SFIXED64: "int64",
+        field_type.TYPE_UINT64: "uint64", field_type.TYPE_FIXED64: "uint64",
+        field_type.TYPE_DOUBLE: "number", field_type.TYPE_FLOAT: "number", field_type.TYPE_BOOL: "bool",
+        field_type.TYPE_STRING: "string", field_type.TYPE_BYTES: "string", field_type.TYPE_ENUM: "enum",
+    }
 
     def spec(field: descriptor_pb2.FieldDescriptorProto) -> str:
-        if field.type != field.TYPE_MESSAGE or field.type_name.startswith(".google.protobuf."):
-            return "true"  # a scalar or a well-known type with its own JSON form: any value
-        target = messages[field.type_name]
-        if target.options.map_entry:
-            return f"{{ map = {spec(target.field[1])} }}"
-        visit(field.type_name)
-        return _lua_string(field.type_name[1:])
+        """A scalar's JSON type, a message's name, `{ map = v }` or `{ list = v }`; `true` for well-known types."""
+        if field.type != field.TYPE_MESSAGE:
+            base = f"{{ scalar = {_lua_string(scalars[field.type])} }}"
+        elif field.type_name.startswith(".google.protobuf."):
+            base = "true"  # a well-known type with its own JSON form: any value
+        else:
+            target = messages[field.type_name]
+            if target.options.map_entry:
+                return f"{{ map = {spec(target.field[1])} }}"
+            visit(field.type_name)
+            base = _lua_string(field.type_name[1:])
+        return f"{{ list = {base} }}" if field.label == field.LABEL_REPEATED else base
 
     def visit(name: str) -> None:
         if not name or name in reachable:

@@ -4,7 +4,10 @@
 -- render_config (qnet_common/envoy.py) prepends two tables generated from the descriptor set:
 --   BODIES = { { "^POST /api/v2/network/execute$", "qnet.scheduler.v1.ExecuteRequest" }, ... }  (JSON bodies)
 --   MESSAGES[type] = { fields = { name = spec }, names = "a, b" }  where spec is true (any value), a message type
---   name (an object, or an array of them), or { map = spec } (an object with free keys, values per spec).
+--   name (an object), { map = spec } (an object with free keys, values per spec), { list = spec } (an array),
+--   or { scalar = "int32" | "uint32" | "int64" | "uint64" | "number" | "bool" | "string" | "enum" }.
+-- A value of the wrong JSON type, or an integer out of its field's range, is refused here with the field's
+-- path: the transcoder would fail on it with an internal error.
 
 -- Requests ----------------------------------------------------------------------------------------------
 -- The transcoder silently drops JSON fields the request message does not define (a misspelt "stratgy"
@@ -110,11 +113,111 @@ local function check_array(s, i, spec, path, depth)
   end
 end
 
+local RANGES = {
+  int32 = { -2147483648, 2147483647 },
+  uint32 = { 0, 4294967295 },
+  int64 = { -9223372036854775808, 9223372036854775807 },
+  uint64 = { 0, 18446744073709551615 },
+}
+local EXPECTED = {
+  int32 = "an integer from -2147483648 to 2147483647", uint32 = "an integer from 0 to 4294967295",
+  int64 = "an integer from -9223372036854775808 to 9223372036854775807",
+  uint64 = "an integer from 0 to 18446744073709551615", number = "a number", bool = "true or false",
+  string = "a string", enum = "a string",
+}
+
+local function wrong(path, what, got)
+  if #got > 40 then
+    got = got:sub(1, 40) .. "..."
+  end
+  return nil, string.format('field "%s": expected %s, got %s', path == "" and "(body)" or path, what, got)
+end
+
+-- An integer literal within a range; 64-bit bounds are compared digit by digit (Lua numbers are doubles).
+local function integer_in(text, kind)
+  if not text:find("^%-?%d+$") then
+    return false
+  end
+  local digits = text:gsub("^%-", ""):gsub("^0+", "")
+  local negative = text:sub(1, 1) == "-"
+  if kind == "int32" or kind == "uint32" then
+    local value = tonumber(text)
+    return #digits <= 10 and value >= RANGES[kind][1] and value <= RANGES[kind][2]
+  end
+  if negative and kind == "uint64" then
+    return digits == ""
+  end
+  local limit = kind == "uint64" and "18446744073709551615"
+    or (negative and "9223372036854775808" or "9223372036854775807")
+  return #digits < #limit or (#digits == #limit and digits <= limit)
+end
+
+local function check_scalar(s, i, kind, path)
+  local c = s:sub(i, i)
+  local _, last = s:find("^[%w%.%+%-]+", i)
+  local token = last and s:sub(i, last) or c
+  if token == "null" then
+    return last + 1
+  end
+  if c == '"' then
+    local after, raw = read_string(s, i)
+    if after == nil then
+      return nil
+    end
+    if kind == "string" or kind == "enum" or ((kind == "int64" or kind == "uint64") and integer_in(raw, kind)) then
+      return after
+    end
+    return wrong(path, EXPECTED[kind], '"' .. raw .. '"')
+  end
+  if c == "{" or c == "[" then
+    return wrong(path, EXPECTED[kind], c == "{" and "an object" or "a list")
+  end
+  if last == nil then
+    return nil
+  end
+  if kind == "bool" then
+    if token == "true" or token == "false" then
+      return last + 1
+    end
+  elseif kind == "number" then
+    if tonumber(token) ~= nil and token:find("^%-?%d") then
+      return last + 1
+    end
+  elseif kind == "enum" then
+    if token:find("^%d+$") then
+      return last + 1
+    end
+  elseif RANGES[kind] ~= nil then
+    if integer_in(token, kind) then
+      return last + 1
+    end
+  end
+  return wrong(path, EXPECTED[kind], token)
+end
+
 check_value = function(s, i, spec, path, depth)
   if depth > MAX_DEPTH then
     return nil
   end
   local c = s:sub(i, i)
+  if type(spec) == "table" and spec.scalar ~= nil then
+    return check_scalar(s, i, spec.scalar, path)
+  end
+  if s:find("^null", i) then
+    return i + 4
+  end
+  if type(spec) == "table" and spec.list ~= nil then
+    if c ~= "[" then
+      return wrong(path, "a list", c == "{" and "an object" or s:sub(i, i + 20))
+    end
+    return check_array(s, i, spec.list, path, depth)
+  end
+  if spec ~= true then -- a message or a map
+    if c ~= "{" then
+      return wrong(path, "an object", c == "[" and "a list" or s:sub(i, i + 20))
+    end
+    return check_object(s, i, spec, path, depth)
+  end
   if c == "{" then
     return check_object(s, i, spec, path, depth)
   elseif c == "[" then
@@ -126,9 +229,38 @@ check_value = function(s, i, spec, path, depth)
   return last and last + 1 or nil
 end
 
+-- Paths: ids are short ASCII tokens. A longer path would travel on as gRPC metadata past the services' limit
+-- (a misleading 429), a percent-escaped byte above 0x7F as a string that is not UTF-8 (an internal error).
+local MAX_PATH = 2048
+local LUA_METADATA = "envoy.filters.http.lua"
+
+local function refuse(handle, status, message)
+  -- local_reply_config wraps it in the envelope (400: INVALID_ARGUMENT).
+  handle:respond({ [":status"] = status, ["content-type"] = "text/plain" }, message)
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local request = (headers:get(":method") or "") .. " " .. (headers:get(":path") or ""):match("^[^?]*")
+  local path = headers:get(":path") or ""
+  if path:find("^/api/") then
+    if (headers:get("content-type") or ""):find("^application/grpc") then
+      -- Answered as REST, not as a gRPC local reply (an empty HTTP 200 a REST client cannot read).
+      -- Read as the JSON it most likely is. Envoy took the request for gRPC already and answers its own
+      -- refusals (a body that is not JSON) in gRPC form: envoy_on_response turns those back into REST.
+      headers:replace("content-type", "application/json")
+      handle:streamInfo():dynamicMetadata():set(LUA_METADATA, "grpc_typed_rest", "1")
+    end
+    if #path > MAX_PATH then
+      return refuse(handle, "400", string.format("request path of %d bytes: at most %d (ids are short)", #path,
+        MAX_PATH))
+    end
+    local escaped = path:match("%%[89a-fA-F]%x")
+    if escaped ~= nil then
+      return refuse(handle, "400", "ids are ASCII letters, digits, '_' and '-': the path has the byte "
+        .. escaped .. "; check the id")
+    end
+  end
+  local request = (headers:get(":method") or "") .. " " .. path:match("^[^?]*")
   local body_type = nil
   for _, binding in ipairs(BODIES) do
     if request:find(binding[1]) then
@@ -146,8 +278,7 @@ function envoy_on_request(handle)
   local text = body:getBytes(0, body:length())
   local _, err = check_value(text, skip_ws(text, 1), body_type, "", 0)
   if err ~= nil then
-    -- local_reply_config wraps this 400 in the envelope (code INVALID_ARGUMENT).
-    handle:respond({ [":status"] = "400", ["content-type"] = "text/plain" }, err)
+    refuse(handle, "400", err)
   end
 end
 
@@ -209,6 +340,24 @@ function envoy_on_response(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
   if content_type:find("^application/grpc") then
+    local marks = handle:streamInfo():dynamicMetadata():get(LUA_METADATA)
+    if not (marks and marks["grpc_typed_rest"]) then
+      return -- a native gRPC call: untouched
+    end
+    local message = (headers:get("grpc-message") or ""):gsub("%%(%x%x)", function(h)
+      return string.char(tonumber(h, 16))
+    end)
+    local inner = message:find('"message":"', 1, true) -- Envoy's own refusal, already in the envelope
+    if inner ~= nil then
+      local _, raw = read_string(message, inner + 10)
+      message = raw and raw:gsub('\\"', '"') or message
+    end
+    headers:replace(":status", "400")
+    for _, name in ipairs({ "grpc-status", "grpc-message", "grpc-status-details-bin" }) do
+      headers:remove(name)
+    end
+    replace_body(handle, envelope("INVALID_ARGUMENT", json_escape(("the REST API takes JSON with Content-Type:"
+      .. " application/json (gRPC callers use the qnet.* gRPC paths): " .. message):sub(1, 1000))))
     return
   end
   for _, name in ipairs({ "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding" }) do

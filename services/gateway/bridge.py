@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 STREAM_PATH = "/api/v2/network/stream"
 #: Close codes (README): 4001 bad or missing key, 4008 no subscribe message in time, 4009 too slow a consumer,
 #: 1011 no answer to a ping, 1001 the bridge is shutting down.
+#: Event ids are 64-bit (the log's BIGSERIAL): a larger `since` can name no event.
+MAX_EVENT_ID = 2**63 - 1
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_AUTH_TIMEOUT = 4008
 CLOSE_SLOW_CONSUMER = 4009
@@ -191,6 +193,9 @@ class Bridge:
             request = json.loads(raw)
             if not isinstance(request, dict):
                 raise ValueError("expected a JSON object")
+        except RecursionError:
+            await self._error(ws, "INVALID_ARGUMENT", "JSON nested too deeply; send a flat JSON object")
+            return None, set(), 0
         except ValueError as error:
             await self._error(ws, "INVALID_ARGUMENT", f"malformed JSON ({error}); send a JSON object")
             return None, set(), 0
@@ -205,8 +210,8 @@ class Bridge:
             await self._error(ws, "INVALID_ARGUMENT", f"unknown subscription {unknown}; use {list(TOPICS)}")
             return None, set(), 0
         since = request.get("since", 0)
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            await self._error(ws, "INVALID_ARGUMENT", "since must be a non-negative event id")
+        if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_EVENT_ID:
+            await self._error(ws, "INVALID_ARGUMENT", f"since must be an event id from 0 to {MAX_EVENT_ID}")
             return None, set(), 0
         return key.key_id, set(wanted), since
 
@@ -219,5 +224,5 @@ class Bridge:
         async for raw in ws:
             try:
                 json.loads(raw)
-            except ValueError:
-                await self._error(ws, "INVALID_ARGUMENT", "malformed JSON")
+            except (ValueError, RecursionError):
+                await self._error(ws, "INVALID_ARGUMENT", "malformed or too deeply nested JSON")

@@ -215,6 +215,15 @@ class Engine:
                 await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
                 log.info("released job=%s on shutdown", job.job_id)
             return  # cancelled by the user: the store already says so
+        except errors.Unavailable:
+            # The job store went away mid-run (a database outage): not the job's fault. The job goes back to the
+            # queue once the store is back (its lease protects it meanwhile), and the worker that takes it over
+            # reattaches to its device tasks.
+            heartbeat.cancel()
+            self._running.pop(job.job_id, None)
+            log.warning("job=%s handed back: the job store is unreachable", job.job_id)
+            await self._release_when_back(job.job_id)
+            return
         except Exception:
             log.exception("job=%s failed unexpectedly", job.job_id)
             outcome = Outcome(status=FAILED, error_code="INTERNAL",
@@ -243,6 +252,17 @@ class Engine:
                 log.exception("recording job=%s status=%s failed; retrying in %.1f s", job_id, outcome.status, wait)
                 attempt += 1
                 await asyncio.sleep(wait)
+
+    async def _release_when_back(self, job_id: str) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                await asyncio.to_thread(self.store.release, job_id, self.worker_id)
+                self._wake.set()
+                return
+            except Exception:  # noqa: BLE001 - still down; the lease lapses meanwhile, which is as good
+                await asyncio.sleep(self.RECORD_BACKOFF_S[min(attempt, len(self.RECORD_BACKOFF_S) - 1)])
+                attempt += 1
 
     async def _heartbeat(self, job_id: str, task: asyncio.Task) -> None:
         while True:

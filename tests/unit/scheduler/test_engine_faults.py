@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from qnet_common import errors
 from qnet_common.db import Database
 from services.scheduler.adapters.job_store import JobStore
 from services.scheduler.domain.engine import Engine
@@ -66,3 +67,35 @@ def test_workers_record_outcomes_after_the_store_recovers_and_keep_running_jobs(
 
     assert asyncio.run(scenario()) == [COMPLETED] * 6
     assert store.failures == 0
+
+
+class StoreDownMidRun(JobStore):
+    """A real job store that is unreachable the first time a running job reads its device tasks."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.outages = 1
+
+    def tasks(self, job_id):  # noqa: ANN001, ANN201
+        if self.outages > 0:
+            self.outages -= 1
+            raise errors.Unavailable("the database is unreachable or too slow right now; retry in a few seconds")
+        return super().tasks(job_id)
+
+
+def test_a_job_store_outage_while_a_job_runs_hands_the_job_back_instead_of_failing_it(tmp_path):
+    """It used to end the job FAILED with INTERNAL."""
+    store = StoreDownMidRun(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario() -> str:
+        engine = Engine(store, OneDevice(), aggregator=None, workers=1, lease_s=30)
+        engine.RECORD_BACKOFF_S = (0.01,)
+        engine.start()
+        try:
+            job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+            return (await engine.wait(job.job_id, timeout=10)).status
+        finally:
+            await engine.stop(grace=1)
+
+    assert asyncio.run(scenario()) == COMPLETED
+    assert store.outages == 0
