@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 #: possible larger distance of two results with no common outcome from any mixture of them, so such a pair
 #: fails under every method and every weighting.
 DEFAULT_MAX_DIVERGENCE = 0.5
+#: The most results one aggregation takes. Agreement and the disjointness check compare every pair of results,
+#: so the work grows with the square of their number: 1,000 results (far more backends than any network has)
+#: take a few hundred milliseconds (bench/results/aggregation.md); the limit keeps every request under a second.
+MAX_RESULTS = 1000
+#: Pairs compared per vectorised block (bounds the memory of the pairwise work).
+_PAIR_BLOCK = 1 << 20
 #: Two results whose Bhattacharyya coefficient sum_x sqrt(p_i(x) p_j(x)) is at most this share no outcome.
 _DISJOINT = 1e-12
 
@@ -213,6 +219,10 @@ def aggregate(
     results = list(results)
     if not results:
         raise errors.InvalidCounts("no results to aggregate: send at least one result with its backend and counts")
+    if len(results) > MAX_RESULTS:
+        raise errors.InvalidArgument(
+            f"field 'results' has {len(results)} results: at most {MAX_RESULTS} per aggregation; combine them in"
+            f" groups and aggregate the groups")
     _check_request(shots, max_divergence)
     table, mitigated_counts = _table(results, mitigate)
     consensus, weights = combine(table)
@@ -454,12 +464,10 @@ def _check_divergence(
 ) -> None:
     names = table.names
     listed = ", ".join(f"{name}={d:.3f}" for name, d in zip(names, distances.tolist(), strict=True))
-    disjoint = [
-        f"{names[i]} and {names[j]}"
-        for i in range(len(names))
-        for j in range(i + 1, len(names))
-        if overlaps[i, j] <= _DISJOINT
-    ]
+    first, second = np.nonzero(np.triu(overlaps <= _DISJOINT, k=1))
+    disjoint = [f"{names[i]} and {names[j]}" for i, j in zip(first[:10].tolist(), second[:10].tolist(), strict=True)]
+    if first.size > 10:
+        disjoint.append(f"{first.size - 10} more pairs")
     if disjoint:
         raise errors.AggregationFailed(
             f"results too divergent for {method}: {'; '.join(disjoint)} have no outcome in common (Hellinger "
@@ -501,16 +509,21 @@ def _confidence(consensus: np.ndarray, weights: np.ndarray, table: _Table, overl
 
 
 def _shot_noise(table: _Table) -> np.ndarray:
-    """(N, N): expected squared Hellinger distance between results i and j if both sampled one distribution."""
-    n, k = table.probabilities.shape
+    """(N, N): expected squared Hellinger distance between results i and j if both sampled one distribution.
+
+    Per pair: 1/2 sum_x min((1 - m_x) s_ij, 2 m_x) with m = (p_i + p_j) / 2 and s_ij = (1/N_i + 1/N_j) / 4,
+    computed for blocks of rows at once (no per-pair Python work), at most _PAIR_BLOCK pair-outcomes per block.
+    """
+    p = table.probabilities
+    n, k = p.shape
+    inverse_shots = 1.0 / table.shots
     noise = np.zeros((n, n))
-    twice_m, term = np.empty(k), np.empty(k)  # reused: one pair at a time stays in cache
-    for i in range(n - 1):
-        for j in range(i + 1, n):
-            scale = 0.25 * (1.0 / table.shots[i] + 1.0 / table.shots[j])
-            np.add(table.probabilities[i], table.probabilities[j], out=twice_m)
-            np.multiply(twice_m, -0.5 * scale, out=term)
-            term += scale  # (1 - m) * scale
-            np.minimum(term, twice_m, out=term)
-            noise[i, j] = noise[j, i] = 0.5 * float(term.sum())
+    rows = max(1, _PAIR_BLOCK // max(1, n * k))
+    for start in range(0, n, rows):
+        block = slice(start, min(n, start + rows))
+        twice_m = p[block, None, :] + p[None, :, :]  # (b, n, k)
+        scale = 0.25 * (inverse_shots[block, None] + inverse_shots[None, :])  # (b, n)
+        term = np.minimum((1.0 - 0.5 * twice_m) * scale[:, :, None], twice_m)
+        noise[block] = 0.5 * term.sum(axis=2)
+    np.fill_diagonal(noise, 0.0)
     return noise

@@ -20,6 +20,7 @@ from services.scheduler.domain.jobs import (
     FAILED,
     JobRequest,
     batch_status,
+    check_batch_size,
     new_batch_id,
     validate_request,
 )
@@ -72,8 +73,7 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         return ex.ExecuteResponse(success=True, data=convert.job(job))
 
     async def ExecuteBatch(self, request, context):  # noqa: ANN001, N802
-        if not request.circuits:
-            raise errors.InvalidArgument("field 'circuits' is empty: send at least one circuit")
+        check_batch_size(len(request.circuits))
         caller = _caller()
         batch_id, created = await asyncio.to_thread(
             self._engine.store.insert_batch, new_batch_id(), caller.key_id, [],

@@ -13,6 +13,9 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
 
 DEFAULT_SHOTS = 1024
 MAX_SHOTS = 100_000
+#: The longest lists a request may carry: backends of a job, circuits of a batch.
+MAX_BACKENDS = 32
+MAX_BATCH_CIRCUITS = 100
 AGGREGATION_METHODS = ("weighted_average", "majority_vote", "confidence_weighted", "median")
 
 
@@ -82,11 +85,23 @@ def validate_request(
         )
     if aggregate and strategy != "all":
         raise errors.InvalidArgument("aggregate=true needs strategy 'all' (aggregation combines several backends)")
+    if len(backends) > MAX_BACKENDS:
+        raise errors.InvalidArgument(
+            f"field 'backends' lists {len(backends)} backends: at most {MAX_BACKENDS} (GET /backends lists them)")
     seen: list[str] = []
     for backend in backends:
         if backend not in seen:
             seen.append(backend)
     return JobRequest(qasm, tuple(seen), strategy, shots or DEFAULT_SHOTS, aggregate, method)
+
+
+def check_batch_size(circuits: int) -> None:
+    """A batch carries 1 to MAX_BATCH_CIRCUITS circuits."""
+    if circuits == 0:
+        raise errors.InvalidArgument("field 'circuits' is empty: send at least one circuit")
+    if circuits > MAX_BATCH_CIRCUITS:
+        raise errors.InvalidArgument(
+            f"field 'circuits' has {circuits} circuits: at most {MAX_BATCH_CIRCUITS} per batch; split it")
 
 
 @dataclass

@@ -1,0 +1,53 @@
+"""The pairwise work of an aggregation: vectorised, exact, and bounded by a documented limit on results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qnet_common import errors
+from services.aggregator.domain import aggregation
+from services.aggregator.domain.aggregation import MAX_RESULTS, BackendCounts, aggregate
+
+
+def shot_noise_pair_by_pair(p: np.ndarray, shots: np.ndarray) -> np.ndarray:
+    """The definition, one pair at a time: 1/2 sum_x min((1 - m_x) s, 2 m_x), m = (p_i + p_j)/2."""
+    n = len(p)
+    noise = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                m = (p[i] + p[j]) / 2
+                s = 0.25 * (1 / shots[i] + 1 / shots[j])
+                noise[i, j] = 0.5 * np.minimum((1 - m) * s, 2 * m).sum()
+    return noise
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 20])
+def test_the_blocked_shot_noise_equals_the_pairwise_definition(block, monkeypatch):
+    rng = np.random.default_rng(block)
+    p = rng.dirichlet(np.full(9, 0.3), size=13)
+    p[2, :4] = 0.0  # outcomes some results never saw
+    p[2] /= p[2].sum()
+    shots = rng.integers(10, 5000, size=13).astype(float)
+
+    class Table:
+        probabilities = p
+
+    Table.shots = shots
+    monkeypatch.setattr(aggregation, "_PAIR_BLOCK", block)
+    assert np.allclose(aggregation._shot_noise(Table), shot_noise_pair_by_pair(p, shots), rtol=1e-12, atol=1e-15)
+
+
+def test_more_results_than_the_limit_are_refused_naming_the_field_and_the_limit():
+    results = [BackendCounts(f"b{i}", {"0": 5, "1": 5}) for i in range(MAX_RESULTS + 1)]
+    with pytest.raises(errors.InvalidArgument, match=f"field 'results' has {MAX_RESULTS + 1} results: at most"):
+        aggregate(results)
+    assert aggregate(results[:MAX_RESULTS]).counts == {"0": 5, "1": 5}
+
+
+def test_disjoint_results_are_named_without_listing_every_pair():
+    results = [BackendCounts(f"b{i:02d}", {format(i, "06b"): 10}) for i in range(40)]
+    with pytest.raises(errors.AggregationFailed) as raised:
+        aggregate(results)
+    assert "b00 and b01" in raised.value.message and "770 more pairs" in raised.value.message
