@@ -40,3 +40,24 @@ def db(db_url):
     database = Database(db_url)
     yield database
     database.close()
+
+
+# --- skips: CI fails on any skip whose reason the README does not explain -----------------------------------
+
+_README = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md"
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):  # noqa: ANN001, ANN201
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001, ANN201
+    readme = _README.read_text()
+    unexplained = [(node, reason) for node, reason in _skipped if reason not in readme]
+    if unexplained:
+        lines = "\n".join(f"  {node}: {reason}" for node, reason in unexplained)
+        print(f"\nskips the README does not explain (a skip is a failure unless it does):\n{lines}")
+        session.exitstatus = 1

@@ -166,8 +166,11 @@ class Bridge:
         try:
             await asyncio.wait_for(ws.close(CLOSE_SLOW_CONSUMER, "too slow: reconnect with since=<last event_id>"),
                                    SLOW_CLOSE_TIMEOUT_S)
+            log.info("closed a slow consumer with %d", CLOSE_SLOW_CONSUMER)
         except TimeoutError:
             ws.transport.abort()
+            log.info("dropped a slow consumer that did not take the %d close in %d s", CLOSE_SLOW_CONSUMER,
+                     SLOW_CLOSE_TIMEOUT_S)
 
     async def _replay(self, ws: ServerConnection, subscriber: _Subscriber, since: int) -> int:
         """Sends the stored events after `since`; returns the last event id sent or scanned."""

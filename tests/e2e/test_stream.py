@@ -56,11 +56,16 @@ async def test_a_reconnecting_client_gets_what_it_missed_with_since(mesh):
 
 async def test_a_key_sees_only_its_own_jobs(mesh):
     other = mesh.create_key("stream-other")
-    async with connect(ws_url(mesh)) as ws:
-        await ws.send(json.dumps({"api_key": other, "subscribe": ["job_updates"], "since": 1}))
-        await ws.recv()
+    async with connect(ws_url(mesh)) as mine, connect(ws_url(mesh)) as theirs:
+        for ws, key in ((mine, DEV_KEY), (theirs, other)):
+            await ws.send(json.dumps({"api_key": key, "subscribe": ["job_updates"]}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+        job = (await asyncio.to_thread(mesh.request, "POST", "/execute", {
+            "qasm": BELL, "backends": ["ionq_simulator"], "shots": 10})).body["data"]
+        # The owner's stream carries the job to its end; the other key's carries nothing of it meanwhile.
+        await next_message(mine, lambda m: m.get("job_id") == job["job_id"] and m["status"] == "completed")
         with pytest.raises(TimeoutError):
-            await next_message(ws, lambda m: m.get("type") == "job_update", timeout=1.5)
+            await next_message(theirs, lambda m: m.get("type") == "job_update", timeout=1.0)
 
 
 async def test_a_bad_key_gets_an_error_and_close_code_4001(mesh):

@@ -225,12 +225,13 @@ class Fleet:
 
     async def _run(self, device_id: str, circuit: Circuit, shots: int, task_id: str, seed: int | None) -> Run:
         device = self.device(device_id)
-        if self.faults.get(device_id) == "slow":
-            await asyncio.sleep(2 + random.random())
+        slow = self.faults.get(device_id) == "slow"
 
         def work() -> RunResult:
             log.info("executing task=%s device=%s", task_id, device_id)  # each real execution, once
             self.on_execution(device_id)
+            if slow:  # the device itself is slow: the time is spent in its queue slot, as a real one's is
+                time.sleep(2 + random.random())
             return device.run(circuit, shots, seed)
 
         try:
@@ -251,7 +252,7 @@ class Fleet:
         if any(queue.cancel(task_id) for queue in self.queues.values()):
             return True
         task = self._tasks.get(task_id)
-        return task is not None and task.work.cancel()  # still before its queue (a slow device's delay)
+        return task is not None and task.work.cancel()  # not yet in its queue
 
     def set_status(self, device_id: str, status: str) -> None:
         """Stores the status once for every replica (those serving the device see it within STATUS_TTL_S)."""
