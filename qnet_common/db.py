@@ -56,7 +56,23 @@ class Tx:
 
 
 class Database:
-    """A connection factory for one database URL: sqlite:///path or postgresql://..."""
+    """A connection factory for one database URL: sqlite:///path or postgresql://...
+
+    A service process uses one, `Database.shared(url)`: each thread keeps one connection per Database, so one
+    object per process keeps its connections at most its threads (QNET_DB_POOL_SIZE).
+    """
+
+    _shared: dict[str, Database] = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, url: str) -> Database:
+        """This process's Database for `url`."""
+        with cls._shared_lock:
+            found = cls._shared.get(url)
+            if found is None:
+                found = cls._shared[url] = cls(url)
+            return found
 
     def __init__(self, url: str) -> None:
         self.url = url

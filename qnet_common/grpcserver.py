@@ -280,7 +280,7 @@ class Component(Protocol):
 
 
 def open_keys(settings: Settings) -> ApiKeyStore:
-    return ApiKeyStore(Database(settings.db_url))
+    return ApiKeyStore(Database.shared(settings.db_url))
 
 
 async def create_server(

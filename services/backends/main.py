@@ -33,7 +33,7 @@ class BackendsComponent:
     )
 
     def __init__(self, settings: Settings) -> None:
-        self._db = Database(settings.db_url)
+        self._db = Database.shared(settings.db_url)
         self._statuses = StatusStore(self._db)
         self._executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="device")
         # Circuits are read and assessed on threads of their own: a burst of submissions (or of hostile texts)

@@ -34,7 +34,7 @@ def _health(connection, request) -> Response | None:  # noqa: ANN001
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    db = Database(settings.db_url)
+    db = Database.shared(settings.db_url)
     keys = ApiKeyStore(db)
     registry = await asyncio.to_thread(Registry, db)
     instance_id = Registry.new_instance_id("gateway")

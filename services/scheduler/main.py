@@ -30,7 +30,7 @@ class SchedulerComponent:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._db = Database(settings.db_url)
+        self._db = Database.shared(settings.db_url)
         self.store = JobStore(self._db)
         self._router = DeviceRouter(Registry(self._db), settings.service_key)
         self._devices = DeviceClient(self._router)

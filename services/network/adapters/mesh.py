@@ -26,7 +26,7 @@ class Mesh:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._db = Database(settings.db_url)
+        self._db = Database.shared(settings.db_url)
         self.stats = JobStats(self._db)
         self.registry = Registry(self._db)
         self.router = DeviceRouter(self.registry, settings.service_key)
