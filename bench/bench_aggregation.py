@@ -106,8 +106,9 @@ def main() -> None:
     ]
     rng = np.random.default_rng(7)
     for n in (10, 100, MAX_RESULTS):
-        many = [BackendCounts(f"b{i}", dict(zip(("00", "01", "10", "11"), map(int, rng.multinomial(
-            1024, (0.48, 0.02, 0.02, 0.48)))))) for i in range(n)]
+        draws = rng.multinomial(1024, (0.48, 0.02, 0.02, 0.48), size=n).tolist()
+        many = [BackendCounts(f"b{i}", dict(zip(("00", "01", "10", "11"), row, strict=True)))
+                for i, row in enumerate(draws)]
         times = []
         for method in ("weighted_average", "median"):
             samples = []
