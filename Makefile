@@ -10,7 +10,7 @@ GEN        := gen
 PROTO_SRC  := $(shell find protos -name '*.proto')
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help setup protos run run-cluster test test-unit test-integration test-e2e test-tools lint bench api-key clean
+.PHONY: help setup protos run run-cluster soak test test-unit test-integration test-e2e test-tools lint bench api-key clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test-tools:
 	@scripts/test_tools.sh
 
 test: lint test-unit test-integration test-e2e ## Every tier
+
+soak: setup test-tools ## Ten minutes at a fixed rate through Envoy: no errors, flat memory (bench/results/soak.md)
+	QNET_SOAK_S=600 $(PY) -m pytest -q -s tests/e2e/test_soak.py
 
 bench: setup ## Benchmarks; results go to bench/results/
 	$(PY) bench/run_all.py
