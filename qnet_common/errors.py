@@ -41,6 +41,9 @@ class QnetError(Exception):
     grpc_code: ClassVar[str] = "INTERNAL"
     #: True when retrying the same call later may succeed (used by the scheduler's retry policy).
     transient: ClassVar[bool] = False
+    #: True when the request itself is at fault (the circuit, the shots): another backend would refuse it too,
+    #: so the scheduler does not fail over.
+    request_at_fault: ClassVar[bool] = False
 
     def __init__(self, message: str, **metadata: object) -> None:
         super().__init__(message)
@@ -106,6 +109,7 @@ class InvalidArgument(QnetError):
 
     code = "INVALID_ARGUMENT"
     grpc_code = "INVALID_ARGUMENT"
+    request_at_fault = True
 
 
 class InvalidQasm(InvalidArgument):

@@ -372,10 +372,11 @@ def use_pool(loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="blocking"))
 
 
-def serve(service: str, build: Callable[[Settings], Awaitable[Component]], **defaults: object) -> None:
-    """The `main` of a service: settings from the environment, run until SIGTERM/SIGINT, then drain."""
+def serve(service: str, build: Callable[[Settings], Awaitable[Component]]) -> None:
+    """The `main` of a service: settings from the environment (its default ports from DEFAULT_PORTS), run until
+    SIGTERM/SIGINT, then drain."""
     try:
-        settings = Settings.from_env(**defaults)
+        settings = Settings.for_service(service)
     except ValueError as error:
         print(f"{service}: bad configuration: {error}", file=sys.stderr)
         sys.exit(2)

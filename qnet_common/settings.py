@@ -52,6 +52,21 @@ def _pairs(env: Mapping[str, str], name: str) -> dict[str, str]:
     return result
 
 
+#: Each service's default gRPC (the bridge: HTTP) port and metrics port on one machine: `make run`'s ports,
+#: the single place they are written (the launcher, each service's main, the clients' defaults read them).
+DEFAULT_PORTS = {
+    "scheduler": (50051, 9101),
+    "backends": (50052, 9102),
+    "aggregator": (50053, 9103),
+    "network": (50054, 9104),
+    "gateway": (8081, 9105),
+}
+
+
+def default_address(service: str) -> str:
+    return f"127.0.0.1:{DEFAULT_PORTS[service][0]}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a service reads from its environment. Defaults make `make run` work on one machine."""
@@ -70,11 +85,11 @@ class Settings:
     service_key: str = ""
     log_level: str = "INFO"
     grace_s: float = 10.0
-    aggregator_addr: str = "127.0.0.1:50053"
+    aggregator_addr: str = default_address("aggregator")
     #: The scheduler and the aggregator as gRPC targets: one address, several (`ipv4:host:port,host:port`)
     #: or a DNS name (`dns:///scheduler:50051`); calls spread over the healthy ones. Backends replicas are
     #: found in the registry instead, by the devices they serve.
-    scheduler_addr: str = "127.0.0.1:50051"
+    scheduler_addr: str = default_address("scheduler")
     #: How long POST /execute waits for a job to finish before returning it as it stands.
     execute_wait_s: float = 30.0
     #: Device ids served by this backends process; empty means every known device.
@@ -100,6 +115,12 @@ class Settings:
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'qnet.db'}"
+
+    @classmethod
+    def for_service(cls, service: str, env: Mapping[str, str] | None = None) -> Settings:
+        """A service's settings, with its default ports (DEFAULT_PORTS) where the environment names none."""
+        grpc_port, metrics_port = DEFAULT_PORTS[service]
+        return cls.from_env(env, grpc_port=grpc_port, metrics_port=metrics_port)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **defaults: object) -> Settings:

@@ -38,7 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qnet_common.db import Database
 from qnet_common.envoy import EnvoyProcess, die_with_parent, render_config
 from qnet_common.keys import ApiKeyStore
-from qnet_common.settings import Settings
+from qnet_common.settings import DEFAULT_PORTS, Settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 READY = re.compile(r"QNET_READY service=(\S+) (grpc|http)=(\S+) metrics=(\S+)")
@@ -69,13 +69,8 @@ class Role:
 POOL_3 = ("QNET_DB_POOL_SIZE", "3")
 #: Start order: adapters and aggregator first, the services that call them next, the network service last.
 TOPOLOGIES = {
-    "single": (
-        Role("backends", "backends", 50052, 9102),
-        Role("aggregator", "aggregator", 50053, 9103),
-        Role("scheduler", "scheduler", 50051, 9101),
-        Role("gateway", "gateway", 8081, 9105),
-        Role("network", "network", 50054, 9104),
-    ),
+    "single": tuple(Role(name, name, *DEFAULT_PORTS[name])
+                    for name in ("backends", "aggregator", "scheduler", "gateway", "network")),
     # Database connections are budgeted per role (QNET_DB_POOL_SIZE): replicas x pool size must stay under the
     # server's max_connections (100 by default) with room for operators; the schedulers need the most.
     "cluster": (

@@ -27,7 +27,7 @@ async def build(settings: Settings) -> AggregatorComponent:
 
 
 def main() -> None:
-    serve("aggregator", build, grpc_port=50053, metrics_port=9103)
+    serve("aggregator", build)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import grpc
 from qnet.backends.v1 import device_service_pb2 as ds
 from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
+from qnet_common.settings import default_address
 from services.backends.domain.device import DEVICE_STATUSES
 
 
@@ -20,11 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     # The connection options are accepted before or after the subcommand (`set-status ... --key K` works).
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument("--address", default=argparse.SUPPRESS,
-                            help="the backends service (default QNET_BACKENDS_ADDR or 127.0.0.1:50052)")
+                            help=f"any backends replica (default QNET_BACKENDS_ADDR or {default_address('backends')})")
     connection.add_argument("--key", default=argparse.SUPPRESS, help="an operator API key (default QNET_ADMIN_KEY)")
     parser = argparse.ArgumentParser(prog="python -m services.backends.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, parents=[connection])
-    parser.set_defaults(address=os.environ.get("QNET_BACKENDS_ADDR", "127.0.0.1:50052"),
+    parser.set_defaults(address=os.environ.get("QNET_BACKENDS_ADDR", default_address("backends")),
                         key=os.environ.get("QNET_ADMIN_KEY", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("set-status", help="change a backend's status", parents=[connection])

@@ -84,7 +84,7 @@ async def build(settings: Settings) -> BackendsComponent:
 
 
 def main() -> None:
-    serve("backends", build, grpc_port=50052, metrics_port=9102)
+    serve("backends", build)
 
 
 if __name__ == "__main__":

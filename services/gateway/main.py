@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 
 from prometheus_client import Gauge, start_http_server
 from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
@@ -64,7 +65,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = Settings.from_env(grpc_port=8081, metrics_port=9105)
+    try:
+        settings = Settings.for_service("gateway")
+    except ValueError as error:  # the same guard as every other service's
+        print(f"gateway: bad configuration: {error}", file=sys.stderr)
+        sys.exit(2)
     logs.configure("gateway", settings.log_level)
 
     async def amain() -> None:

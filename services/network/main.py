@@ -37,7 +37,7 @@ async def build(settings: Settings) -> NetworkComponent:
 
 
 def main() -> None:
-    serve("network", build, grpc_port=50054, metrics_port=9104)
+    serve("network", build)
 
 
 if __name__ == "__main__":

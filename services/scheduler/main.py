@@ -76,7 +76,7 @@ async def build(settings: Settings) -> SchedulerComponent:
 
 
 def main() -> None:
-    serve("scheduler", build, grpc_port=50051, metrics_port=9101)
+    serve("scheduler", build)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from qnet_common.settings import DEFAULT_PORTS
 from tests.e2e.test_slice import BELL
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,8 +46,7 @@ def prometheus(mesh, tmp_path):
         pytest.fail("Debian's prometheus package is not installed (make test-e2e installs it with apt-get)")
     config = SHIPPED.read_text()
     # The shipped config names make run's ports; this mesh picked its own: same jobs, this run's ports.
-    ports = {"scheduler": 9101, "backends": 9102, "aggregator": 9103, "network": 9104, "gateway": 9105}
-    for service, default in ports.items():
+    for service, (_, default) in DEFAULT_PORTS.items():
         config = config.replace(f"127.0.0.1:{default}", mesh.metrics[service])
     config = config.replace("127.0.0.1:9901", mesh.admin.removeprefix("http://"))
     (tmp_path / "prometheus.yml").write_text(config)

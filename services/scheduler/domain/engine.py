@@ -313,7 +313,7 @@ class Engine:
             if run.status == COMPLETED:
                 return Outcome(status=COMPLETED, backend=backend, counts=run.counts, runs=runs,
                                execution_time_s=run.execution_time_s)
-            if run.error_code and run.error_code.startswith(("INVALID", "CIRCUIT", "UNSUPPORTED")):
+            if run.error_code and errors.BY_CODE.get(run.error_code, errors.Internal).request_at_fault:
                 break  # the circuit, not the backend, is at fault: failing over would not help
         return self._all_failed(runs)
 
