@@ -15,13 +15,15 @@ from qnet.scheduler.v1 import execution_service_pb2_grpc as ex_grpc
 
 from qnet_common.db import Database
 from qnet_common.keys import ApiKeyStore
+from services.scheduler.domain.engine import SUBMIT_CHECK_S
 from tests import procs
 from tests.faultproxy import FaultProxy
 from tests.integration.test_scheduler_processes import BELL, SERVICE_KEY, wait_terminal
 
 #: After the faults stop, every job must be terminal within this many seconds.
 SETTLE_S = 60
-#: POST /execute's wait in this test: a blocking call answers within it (plus SLACK_S) whatever the faults.
+#: POST /execute's wait in this test: a blocking call answers within it, plus the submission checks' bound
+#: (engine.SUBMIT_CHECK_S) and SLACK_S, whatever the faults.
 EXECUTE_WAIT_S = 4
 SLACK_S = 3
 
@@ -78,7 +80,7 @@ def test_delays_resets_and_refusals_between_services_leave_no_job_stuck(tmp_path
                         started = time.monotonic()
                         try:
                             stub.Execute(ex.ExecuteRequest(qasm=BELL, shots=16, backends=["ionq_simulator"]),
-                                         metadata=metadata, timeout=EXECUTE_WAIT_S + SLACK_S + 30)
+                                         metadata=metadata, timeout=EXECUTE_WAIT_S + SUBMIT_CHECK_S + 30)
                         except grpc.RpcError as error:
                             assert error.code() in (grpc.StatusCode.UNAVAILABLE,), error
                         waits.append(time.monotonic() - started)
@@ -96,7 +98,7 @@ def test_delays_resets_and_refusals_between_services_leave_no_job_stuck(tmp_path
             # Failures are documented backend outcomes, never a scheduler crash (INTERNAL).
             assert not [j for j, (s, o) in outcomes.items() if s == "failed" and '"INTERNAL"' in (o or "")]
             assert sum(1 for j in job_ids if rows[j]["status"] == "completed") >= len(job_ids) // 2
-            assert max(waits) < EXECUTE_WAIT_S + SLACK_S, waits
+            assert max(waits) < EXECUTE_WAIT_S + SUBMIT_CHECK_S + SLACK_S, waits
             assert to_backends.connections >= 2 and to_aggregator.connections >= 2  # the faults were in the path
             print(f"jobs {len(job_ids)}: {collections.Counter((s, (o or '')[:0]) for s, o in outcomes.values())};"
                   f" longest blocking wait {max(waits):.2f} s; connections {to_backends.connections},"

@@ -37,6 +37,9 @@ RETRIES = 3
 BACKOFF_S = (0.2, 0.5, 1.0)
 #: A backend task taking longer than this is abandoned as unavailable (keeps every job bounded).
 TASK_TIMEOUT_S = 300.0
+#: The longest a submission's checks (the device list, the circuit's assessment) may take before it is refused
+#: as BACKEND_UNAVAILABLE: with POST /execute's wait, it bounds how long any submission takes to answer.
+SUBMIT_CHECK_S = 10.0
 #: Each poll of a device task waits this long for it to end (the replica answers at once when it does).
 POLL_WAIT_S = 20.0
 
@@ -69,7 +72,16 @@ class Engine:
     # --- use cases ---------------------------------------------------------------------------------------
 
     async def prepare(self, owner: str, request: JobRequest) -> dict[str, Assessment]:
-        """Checks the request against the network; raises BACKEND_NOT_FOUND, INVALID_QASM, NO_BACKENDS."""
+        """Checks the request against the network; raises BACKEND_NOT_FOUND, INVALID_QASM, NO_BACKENDS, and
+        BACKEND_UNAVAILABLE when the checks take over SUBMIT_CHECK_S (slow or unreachable backends)."""
+        try:
+            async with asyncio.timeout(SUBMIT_CHECK_S):
+                return await self._prepare(request)
+        except TimeoutError:
+            raise errors.BackendUnavailable(
+                f"checking the circuit against the backends took over {SUBMIT_CHECK_S:.0f} s; retry shortly") from None
+
+    async def _prepare(self, request: JobRequest) -> dict[str, Assessment]:
         known = await self.devices.list()
         by_id = {d.backend: d for d in known}
         unknown = [b for b in request.backends if b not in by_id]
