@@ -31,12 +31,14 @@ def test_the_blocked_shot_noise_equals_the_pairwise_definition(block, monkeypatc
     p[2] /= p[2].sum()
     shots = rng.integers(10, 5000, size=13).astype(float)
 
-    class Table:
-        probabilities = p
-
-    Table.shots = shots
     monkeypatch.setattr(aggregation, "_PAIR_BLOCK", block)
-    assert np.allclose(aggregation._shot_noise(Table), shot_noise_pair_by_pair(p, shots), rtol=1e-12, atol=1e-15)
+    found = aggregation._shot_noise(p, shots, np.arange(13))
+    expected = shot_noise_pair_by_pair(p, shots)
+    off_diagonal = ~np.eye(13, dtype=bool)
+    assert np.allclose(found[off_diagonal], expected[off_diagonal], rtol=1e-12, atol=1e-15)
+    partners = np.array([5, 0, 9])
+    assert np.allclose(aggregation._shot_noise(p, shots, partners)[off_diagonal[:, partners]],
+                       expected[:, partners][off_diagonal[:, partners]], rtol=1e-12, atol=1e-15)
 
 
 def test_more_results_than_the_limit_are_refused_naming_the_field_and_the_limit():
@@ -44,6 +46,25 @@ def test_more_results_than_the_limit_are_refused_naming_the_field_and_the_limit(
     with pytest.raises(errors.InvalidArgument, match=f"field 'results' has {MAX_RESULTS + 1} results: at most"):
         aggregate(results)
     assert aggregate(results[:MAX_RESULTS]).counts == {"0": 5, "1": 5}
+
+
+def test_beyond_exact_pairs_agreement_takes_each_result_with_the_weightiest_and_stays_close():
+    rng = np.random.default_rng(3)
+    results = [BackendCounts(f"b{i:04d}", dict(zip(("00", "01", "10", "11"), map(int, row), strict=True)))
+               for i, row in enumerate(rng.multinomial(1000, (0.47, 0.03, 0.03, 0.47), size=600))]
+    exact = aggregate(results[: aggregation.EXACT_PAIRS])
+    sampled = aggregate(results)
+    assert abs(exact.confidence - sampled.confidence) < 0.01, (exact.confidence, sampled.confidence)
+
+
+def test_a_disjoint_pair_among_thousands_is_found_exactly():
+    results = [BackendCounts(f"b{i:04d}", {"00": 5, "11": 5}) for i in range(3000)]
+    results[1234] = BackendCounts("b1234", {"01": 10})
+    results[2999] = BackendCounts("b2999", {"10": 10})
+    with pytest.raises(errors.AggregationFailed) as raised:
+        aggregate(results)
+    # b1234 and b2999 each share nothing with the 2,998 others, nor with each other: 2,998 + 2,998 + 1 pairs.
+    assert "b0000 and b1234" in raised.value.message and f"{2998 + 2998 + 1 - 10} more pairs" in raised.value.message
 
 
 def test_disjoint_results_are_named_without_listing_every_pair():
