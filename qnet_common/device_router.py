@@ -35,6 +35,9 @@ REGISTRY_TTL_S = 0.5
 #: The merged device list is reused this long (queue figures move fast, descriptions do not).
 LIST_TTL_S = 0.25
 LIST_TIMEOUT_S = 5.0
+#: Replicas whose registration lapsed this recently are asked too (briefly): see DeviceRouter._lapsed.
+LAPSED_PROBE_S = 60.0
+LAPSED_TIMEOUT_S = 1.0
 ASSESS_TIMEOUT_S = 60.0
 
 
@@ -91,6 +94,17 @@ class DeviceRouter:
         return [i for i in latest.values()
                 if i.live(now) or (not i.drained and clock - self._answered.get(i.address, -LEASE_S) < LEASE_S)]
 
+    def _lapsed(self) -> list[Instance]:
+        """Replicas whose registration lapsed in the last LAPSED_PROBE_S without a drain, and that have not just
+        failed to answer: after a database outage every registration has lapsed until the next renewal, so the
+        device list asks these too, and each that answers is live again."""
+        now, clock = time.time(), time.monotonic()
+        live = {i.address for i in self._live()}
+        latest = {i.address: i for i in self._instances}
+        return [i for i in latest.values()
+                if i.address not in live and not i.drained and now - i.expires_at < LAPSED_PROBE_S
+                and clock - self._unreachable.get(i.address, -LEASE_S) >= LEASE_S]
+
     def _replica(self, address: str) -> _Replica:
         replica = self._replicas.get(address)
         if replica is None:
@@ -141,12 +155,22 @@ class DeviceRouter:
             return self._listed[1]
         await self._refresh(fresh=fresh)
         live = self._live()
+        lapsed = self._lapsed()
         answers = await asyncio.gather(
             *(self._call(self._replica(i.address).devices.ListDevices, ds.ListDevicesRequest(), LIST_TIMEOUT_S,
                          i.address)
               for i in live),
+            *(self._call(self._replica(i.address).devices.ListDevices, ds.ListDevicesRequest(), LAPSED_TIMEOUT_S,
+                         i.address)
+              for i in lapsed),
             return_exceptions=True,
         )
+        lapsed_answers = answers[len(live):]
+        answers = answers[:len(live)]
+        for instance, answer in zip(lapsed, lapsed_answers, strict=True):
+            if not isinstance(answer, BaseException):  # alive after all (it has been marked as answering)
+                live.append(instance)
+                answers.append(answer)
         merged: dict[str, backends_pb2.Backend] = {}
         load: dict[tuple[str, str], int] = {}
         reached = False

@@ -262,3 +262,29 @@ def test_the_catalogue_lists_every_replica_s_devices_and_a_dead_replica_s_device
             assert served.data.id == "local_simulator" and served.data.status == "online"
     finally:
         stop(ionq, local, network)
+
+
+@pytest.mark.slow
+async def test_a_replica_whose_registration_lapsed_in_a_database_outage_still_serves_its_devices(
+        tmp_path, sqlite_url, mesh_env):
+    """After an outage longer than the lease every registration has lapsed until its next renewal; a job
+    claimed in that window used to fail NO_BACKENDS although every adapter was up."""
+    from qnet_common.device_router import DeviceRouter
+    from qnet_common.registry import Registry
+
+    backends = procs.start("services.backends.main", "backends", tmp_path,
+                           mesh_env(sqlite_url, QNET_DEVICES="ionq_simulator"))
+    try:
+        registry = Registry(Database(sqlite_url))
+        wait_for(lambda: [i for i in registry.instances() if i.service == "backends"], 10, "no registration")
+        backends.process.send_signal(__import__("signal").SIGSTOP)  # no renewals, as while the database was down
+        time.sleep(0.5)
+        Database(sqlite_url).query("UPDATE registry SET expires_at = ? WHERE service = 'backends'",
+                                   (time.time() - 1,))
+        backends.process.send_signal(__import__("signal").SIGCONT)  # up again, its next renewal not yet due
+        router = DeviceRouter(registry, SERVICE_KEY)
+        devices = {d.id: d.status for d in await router.list_devices(fresh=True)}
+        await router.close()
+        assert devices == {"ionq_simulator": "online"}
+    finally:
+        backends.terminate()
