@@ -10,7 +10,7 @@ GEN        := gen
 PROTO_SRC  := $(shell find protos -name '*.proto')
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help setup protos run run-cluster soak test test-unit test-integration test-e2e test-tools lint bench api-key clean
+.PHONY: help setup protos run run-cluster soak k8s-render test test-unit test-integration test-e2e test-tools lint bench api-key clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ run: setup ## Start the whole mesh behind Envoy on 127.0.0.1:$${QNET_HTTP_PORT:-
 run-cluster: setup ## The cluster topology on one machine: replicas, an adapter service per provider, PostgreSQL
 	@[ -n "$${QNET_DATABASE_URL:-}" ] || scripts/test_tools.sh postgresql
 	$(PY) -m services.mesh --cluster
+
+k8s-render: setup ## Regenerate Envoy's config for Kubernetes (deploy/k8s/base/generated/) from the template
+	$(PY) deploy/k8s/render.py
 
 api-key: setup ## Create an API key: make api-key NAME=alice
 	$(PY) -m qnet_common.keys create --name "$${NAME:-$${USER:-dev}}"

@@ -160,12 +160,12 @@ HEALTH_INTERVAL_S = 0.5
 UNHEALTHY_THRESHOLD = 2
 
 
-def _cluster(name: str, endpoints: list[tuple[str, int]], health_check: str, *, http2: bool) -> str:
-    lines = [
-        f"  - name: {name}",
-        "    type: STATIC",
-        "    connect_timeout: 2s",
-    ]
+def _cluster(name: str, endpoints: list[tuple[str, int]], health_check: str, *, http2: bool, dns: bool) -> str:
+    lines = [f"  - name: {name}"]
+    # STRICT_DNS: every address a name resolves to is an endpoint (a headless Service: one per pod), each
+    # health-checked on its own; the name is resolved again every few seconds as replicas come and go.
+    lines += ["    type: STRICT_DNS", "    dns_lookup_family: V4_ONLY"] if dns else ["    type: STATIC"]
+    lines.append("    connect_timeout: 2s")
     if http2:
         lines += [
             "    typed_extension_protocol_options:",
@@ -196,11 +196,12 @@ def _cluster(name: str, endpoints: list[tuple[str, int]], health_check: str, *, 
 def render_config(
     *, listen_host: str, listen_port: int, admin_port: int, descriptor_path: str,
     upstreams: dict[str, list[tuple[str, int]]], stream_upstreams: list[tuple[str, int]],
-    route_timeout_s: float = GRPC_ROUTE_TIMEOUT_S,
+    route_timeout_s: float = GRPC_ROUTE_TIMEOUT_S, dns: bool = False,
 ) -> str:
     """The Envoy config for these gRPC upstreams (public service full name -> its replicas' host, port).
 
     Port 0 for the listener or the admin endpoint lets the OS pick; EnvoyProcess reports the bound ports.
+    `dns`: the hosts are DNS names (Kubernetes headless Services), resolved to every replica's address.
     """
     routes, clusters = [], []
     for service, endpoints in sorted(upstreams.items()):
@@ -216,8 +217,9 @@ def render_config(
             ' "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate'
             " } }] } }"
         )
-        clusters.append(_cluster(name, endpoints, "grpc_health_check: {}", http2=True))
-    clusters.append(_cluster("gateway", stream_upstreams, 'http_health_check: { path: "/healthz" }', http2=False))
+        clusters.append(_cluster(name, endpoints, "grpc_health_check: {}", http2=True, dns=dns))
+    clusters.append(_cluster("gateway", stream_upstreams, 'http_health_check: { path: "/healthz" }', http2=False,
+                             dns=dns))
     source = body_schema(descriptor_path, list(upstreams)) + "\n\n" + LUA.read_text()
     lua = "\n".join((" " * 18 + line).rstrip() for line in source.splitlines())
     return string.Template(TEMPLATE.read_text()).substitute(
