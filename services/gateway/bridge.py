@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -79,8 +80,12 @@ class _Subscriber:
 class Fanout:
     """The bridge's one live stream of events from the scheduler, offered to every subscriber."""
 
-    def __init__(self, events: ev_grpc.JobEventsServiceStub) -> None:
+    def __init__(self, events: ev_grpc.JobEventsServiceStub, start_at: Callable[[], int] | None = None) -> None:
+        """`start_at` (blocking) gives the event log's last id when the bridge starts: the stream begins there,
+        so a stream that breaks before its first event resumes from that point instead of "from now on" (which
+        would lose what happened in between, for every client of this bridge)."""
         self._events = events
+        self._start_at = start_at
         self.subscribers: set[_Subscriber] = set()
         self._cursor = 0
         self._task: asyncio.Task | None = None
@@ -94,6 +99,13 @@ class Fanout:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _follow(self) -> None:
+        while self._start_at is not None:
+            try:
+                self._cursor = await asyncio.to_thread(self._start_at)
+                break
+            except Exception:  # noqa: BLE001 - the database is down: the bridge waits for it, as its clients do
+                log.warning("reading the event log's last id failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
         while True:
             request = ev.WatchEventsRequest(since_event_id=self._cursor)  # 0: from now on; else resume
             try:
@@ -110,11 +122,12 @@ class Fanout:
 
 
 class Bridge:
-    def __init__(self, keys: ApiKeyStore, events: ev_grpc.JobEventsServiceStub, max_buffer: int = MAX_BUFFER) -> None:
+    def __init__(self, keys: ApiKeyStore, events: ev_grpc.JobEventsServiceStub, max_buffer: int = MAX_BUFFER,
+                 start_at: Callable[[], int] | None = None) -> None:
         self._max_buffer = max_buffer
         self._keys = keys
         self._events = events
-        self.fanout = Fanout(events)
+        self.fanout = Fanout(events, start_at)
         self.connections: set[ServerConnection] = set()
 
     async def handle(self, ws: ServerConnection) -> None:

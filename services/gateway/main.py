@@ -14,6 +14,7 @@ from websockets.http11 import Response
 
 from qnet_common import logs
 from qnet_common.db import Database
+from qnet_common.events import EventLog
 from qnet_common.grpcclient import channel
 from qnet_common.grpcserver import use_pool
 from qnet_common.keys import ApiKeyStore
@@ -40,7 +41,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     registry = await asyncio.to_thread(Registry, db)
     instance_id = Registry.new_instance_id("gateway")
     events = channel(settings.scheduler_addr, settings.service_key)
-    bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer)
+    log = await asyncio.to_thread(EventLog, db)
+    bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer, start_at=log.last_id)
     bridge.fanout.start()
     CONNECTIONS.set_function(lambda: len(bridge.connections))
     metrics, _ = start_http_server(settings.metrics_port, addr=settings.host)
