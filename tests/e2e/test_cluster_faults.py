@@ -264,7 +264,9 @@ def test_a_rolling_restart_under_load_shows_clients_only_retryable_answers(clust
             time.sleep(3)
     assert not load.unexpected, load.unexpected[:5]
     jobs = wait_jobs(mesh, list(load.accepted), timeout=120)
-    assert {j["status"] for j in jobs.values()} == {"completed"}
+    assert {j["status"] for j in jobs.values()} == {"completed"}, [
+        (j["job_id"], j.get("error"), [(r["backend"], r.get("error")) for r in j.get("results", [])])
+        for j in jobs.values() if j["status"] != "completed"]
     assert set(terminal_event_counts(mesh, list(jobs)).values()) == {1}
     ran = executions(mesh)
     assert {ran[j] for j in jobs} == {1}, {j: ran[j] for j in jobs if ran[j] != 1}

@@ -40,6 +40,9 @@ TASK_TIMEOUT_S = 300.0
 #: The longest a submission's checks (the device list, the circuit's assessment) may take before it is refused
 #: as BACKEND_UNAVAILABLE: with POST /execute's wait, it bounds how long any submission takes to answer.
 SUBMIT_CHECK_S = 10.0
+#: How long a claimed job waits for an eligible backend (transient gaps) before failing, and between looks.
+SELECT_WAIT_S = 15.0
+SELECT_RETRY_S = 0.5
 #: Each poll of a device task waits this long for it to end (the replica answers at once when it does).
 POLL_WAIT_S = 20.0
 
@@ -293,15 +296,24 @@ class Engine:
     async def _execute(self, job: Job) -> Outcome:
         request = job.request
         assessments = {k: Assessment(**v) for k, v in job.assessments.items()}
-        try:
-            candidates = await self._current_candidates(request, assessments)
-            turn = 0
-            if request.strategy == "round_robin":
-                rotation = ",".join(sorted(c.backend for c in candidates))
-                turn = await asyncio.to_thread(self.store.next_turn, rotation)
-            selection = choose(request.strategy, candidates, turn)
-        except errors.QnetError as error:
-            return Outcome(status=FAILED, error_code=error.code, error_message=error.message)
+        deadline = time.monotonic() + SELECT_WAIT_S
+        while True:
+            try:
+                candidates = await self._current_candidates(request, assessments)
+                turn = 0
+                if request.strategy == "round_robin":
+                    rotation = ",".join(sorted(c.backend for c in candidates))
+                    turn = await asyncio.to_thread(self.store.next_turn, rotation)
+                selection = choose(request.strategy, candidates, turn)
+                break
+            except errors.Unavailable:
+                raise  # the job store: the job is handed back (see _run_claimed)
+            except errors.QnetError as error:
+                # The backends were fit at submission: a moment without one (a replica restarting, a listing that
+                # failed) is waited out for a while before the job fails.
+                if not (error.transient or isinstance(error, errors.NoBackends)) or time.monotonic() > deadline:
+                    return Outcome(status=FAILED, error_code=error.code, error_message=error.message)
+                await asyncio.sleep(SELECT_RETRY_S)
         queue_time = time.time() - job.created_at
         handed = await asyncio.to_thread(self.store.tasks, job.job_id)
         if request.strategy == "all":
