@@ -211,67 +211,69 @@ def test_replicas_killed_and_postgres_restarted_under_load_lose_no_job_and_run_n
         cluster_on_private_postgres):
     mesh, server = cluster_on_private_postgres
     recovery: dict[str, float] = {}
-    with Watchers(mesh) as watchers, Load(mesh) as load:
-        time.sleep(3)
-        # Both bridges in turn: every client's connection is cut at least once.
-        for victim in ("scheduler-1", "backends-local-1", "gateway-1", "gateway-2"):
-            os.kill(pid_listening_on(mesh, mesh.addresses[victim]), signal.SIGKILL)
-            recovery[victim] = wait_served(mesh, time.monotonic())
+    with Watchers(mesh) as watchers:  # the clients follow until every job's end has reached them
+        with Load(mesh) as load:
+            time.sleep(3)
+            # Both bridges in turn: every client's connection is cut at least once.
+            for victim in ("scheduler-1", "backends-local-1", "gateway-1", "gateway-2"):
+                os.kill(pid_listening_on(mesh, mesh.addresses[victim]), signal.SIGKILL)
+                recovery[victim] = wait_served(mesh, time.monotonic())
+                time.sleep(4)
+            server.halt()
+            time.sleep(8)
+            server.start_again()
+            recovery["postgresql"] = wait_served(mesh, time.monotonic())
             time.sleep(4)
-        server.halt()
-        time.sleep(8)
-        server.start_again()
-        recovery["postgresql"] = wait_served(mesh, time.monotonic())
-        time.sleep(4)
-    assert not load.unexpected, load.unexpected[:5]
-    assert len(load.accepted) > 100, f"the load made only {len(load.accepted)} jobs"
-    jobs = wait_jobs(mesh, list(load.accepted), timeout=120)
-    assert {j["status"] for j in jobs.values()} == {"completed"}, collections.Counter(
-        (j["status"], j.get("error", {}).get("code")) for j in jobs.values())
-    assert set(terminal_event_counts(mesh, list(jobs)).values()) == {1}
-    ran = executions(mesh)
-    # A task running on the killed adapter replica when it died is lost with it and runs again elsewhere:
-    # at most one (each device queue runs one task at a time). Every other job ran on a device exactly once.
-    twice = {j for j in jobs if ran[j] == 2}
-    assert all(ran[j] >= 1 for j in jobs) and all(ran[j] <= 2 for j in jobs) and len(twice) <= 1, (
-        {j: ran[j] for j in jobs if ran[j] != 1})
-    watchers.wait_terminal(list(jobs), timeout=60)
-    assert all(r >= 1 for r in watchers.reconnects), f"a client's connection was never cut: {watchers.reconnects}"
-    assert all(seconds < RECOVERY_S for seconds in recovery.values()), recovery
-    print(f"recovery seconds: {recovery}; jobs {len(jobs)}; retried {dict(load.retried)}")
+        assert not load.unexpected, load.unexpected[:5]
+        assert len(load.accepted) > 100, f"the load made only {len(load.accepted)} jobs"
+        jobs = wait_jobs(mesh, list(load.accepted), timeout=120)
+        assert {j["status"] for j in jobs.values()} == {"completed"}, collections.Counter(
+            (j["status"], j.get("error", {}).get("code")) for j in jobs.values())
+        assert set(terminal_event_counts(mesh, list(jobs)).values()) == {1}
+        ran = executions(mesh)
+        # A task running on the killed adapter replica when it died is lost with it and runs again elsewhere:
+        # at most one (each device queue runs one task at a time). Every other job ran on a device exactly once.
+        twice = {j for j in jobs if ran[j] == 2}
+        assert all(ran[j] >= 1 for j in jobs) and all(ran[j] <= 2 for j in jobs) and len(twice) <= 1, (
+            {j: ran[j] for j in jobs if ran[j] != 1})
+        watchers.wait_terminal(list(jobs), timeout=60)
+        assert all(r >= 1 for r in watchers.reconnects), f"a client's connection was never cut: {watchers.reconnects}"
+        assert all(seconds < RECOVERY_S for seconds in recovery.values()), recovery
+        print(f"recovery seconds: {recovery}; jobs {len(jobs)}; retried {dict(load.retried)}")
 
 
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_a_rolling_restart_under_load_shows_clients_only_retryable_answers(cluster_on_private_postgres):
     mesh, _ = cluster_on_private_postgres
-    with Watchers(mesh) as watchers, Load(mesh) as load:
-        time.sleep(2)
-        for victim in list(mesh.addresses):  # every replica in turn, as a rolling deployment does
-            pid = pid_listening_on(mesh, mesh.addresses[victim])
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 60
-            while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                assert time.monotonic() < deadline, f"{victim} did not stop"
-                time.sleep(0.1)
-            while True:  # the launcher restarts it on the same address
-                try:
-                    pid_listening_on(mesh, mesh.addresses[victim])
-                    break
-                except AssertionError:
-                    assert time.monotonic() < deadline + 60, f"{victim} was not restarted"
-                    time.sleep(0.2)
-            time.sleep(3)
-    assert not load.unexpected, load.unexpected[:5]
-    jobs = wait_jobs(mesh, list(load.accepted), timeout=120)
-    assert {j["status"] for j in jobs.values()} == {"completed"}, [
-        (j["job_id"], j.get("error"), [(r["backend"], r.get("error")) for r in j.get("results", [])])
-        for j in jobs.values() if j["status"] != "completed"]
-    assert set(terminal_event_counts(mesh, list(jobs)).values()) == {1}
-    ran = executions(mesh)
-    assert {ran[j] for j in jobs} == {1}, {j: ran[j] for j in jobs if ran[j] != 1}
-    watchers.wait_terminal(list(jobs), timeout=60)
-    print(f"jobs {len(jobs)}; retried {dict(load.retried)}")
+    with Watchers(mesh) as watchers:  # the clients follow until every job's end has reached them
+        with Load(mesh) as load:
+            time.sleep(2)
+            for victim in list(mesh.addresses):  # every replica in turn, as a rolling deployment does
+                pid = pid_listening_on(mesh, mesh.addresses[victim])
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 60
+                while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    assert time.monotonic() < deadline, f"{victim} did not stop"
+                    time.sleep(0.1)
+                while True:  # the launcher restarts it on the same address
+                    try:
+                        pid_listening_on(mesh, mesh.addresses[victim])
+                        break
+                    except AssertionError:
+                        assert time.monotonic() < deadline + 60, f"{victim} was not restarted"
+                        time.sleep(0.2)
+                time.sleep(3)
+        assert not load.unexpected, load.unexpected[:5]
+        jobs = wait_jobs(mesh, list(load.accepted), timeout=120)
+        assert {j["status"] for j in jobs.values()} == {"completed"}, [
+            (j["job_id"], j.get("error"), [(r["backend"], r.get("error")) for r in j.get("results", [])])
+            for j in jobs.values() if j["status"] != "completed"]
+        assert set(terminal_event_counts(mesh, list(jobs)).values()) == {1}
+        ran = executions(mesh)
+        assert {ran[j] for j in jobs} == {1}, {j: ran[j] for j in jobs if ran[j] != 1}
+        watchers.wait_terminal(list(jobs), timeout=60)
+        print(f"jobs {len(jobs)}; retried {dict(load.retried)}")
 
 
 @pytest.mark.postgres
