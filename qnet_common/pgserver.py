@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import secrets
 import shutil
@@ -16,6 +17,9 @@ import time
 import psycopg
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+#: Where a kept server's data goes when run as root and the postgres user cannot reach the data dir asked for
+#: (a checkout under /root, say): one folder per data dir asked for, so a run finds its data again.
+STAND_IN_ROOT = "/var/lib/qnet"
 
 
 def _reachable(dsn: str) -> bool:
@@ -30,6 +34,13 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _postgres_reaches(folder: str) -> bool:
+    """Whether the postgres user may enter `folder` (initdb runs as that user when we are root)."""
+    os.makedirs(folder, exist_ok=True)
+    return subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", folder],
+                          capture_output=True).returncode == 0
 
 
 class Server:
@@ -53,6 +64,9 @@ class Server:
         if not binaries or os.geteuid() == 0 and not shutil.which("runuser"):
             return None
         bindir = os.path.dirname(binaries[-1])
+        if self._keep and os.geteuid() == 0 and not _postgres_reaches(os.path.dirname(os.path.abspath(self._keep))):
+            digest = hashlib.sha256(os.path.abspath(self._keep).encode()).hexdigest()[:12]
+            self._keep = os.path.join(STAND_IN_ROOT, f"postgres-{digest}")
         if self._keep:
             os.makedirs(self._keep, exist_ok=True)
         self._datadir = self._keep or tempfile.mkdtemp(prefix="qnet-pg-")
@@ -90,6 +104,11 @@ class Server:
         finally:
             with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    @property
+    def datadir(self) -> str | None:
+        """The data folder of the server this object started (None for a server it found)."""
+        return self._datadir
 
     def start_again(self) -> None:
         """Starts the server this object started (after `halt`), on the same port and data."""

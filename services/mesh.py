@@ -299,6 +299,7 @@ def _cluster_database(settings: Settings) -> tuple[Settings, object | None]:
     if dsn is None:
         raise RuntimeError("cluster mode needs PostgreSQL: set QNET_DATABASE_URL, or install Debian's postgresql"
                            " (make run-cluster does) so that a server can be started from initdb")
+    print(f"qnet: cluster database: PostgreSQL at {dsn}, data in {server.datadir}", file=sys.stderr, flush=True)
     return replace(settings, database_url=dsn), server
 
 

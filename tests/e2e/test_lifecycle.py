@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
+import shutil
 import signal
 import time
 
@@ -153,3 +155,36 @@ def test_a_draining_scheduler_answers_a_waiting_execute_with_the_job_and_the_job
     finally:
         mesh.process.send_signal(signal.SIGTERM)
         mesh.process.wait(timeout=60)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_cluster_mode_without_a_database_url_runs_on_a_postgres_of_its_own_and_stops_it_with_itself(tmp_path):
+    """`make run-cluster` on a machine with no server configured: it starts PostgreSQL from initdb in the data
+    dir, serves on it, and a SIGTERM stops every replica and that server, leaving nothing behind."""
+    mesh = start_mesh(tmp_path, {"QNET_DATABASE_URL": ""}, cluster=True)
+    # The data dir asked for (tmp_path/postgres) or, where the postgres user cannot reach it, the stand-in the
+    # launcher names (pytest's tmp_path is private to root).
+    said = re.search(r"cluster database: PostgreSQL at \S+, data in (\S+)", (tmp_path / "mesh.log").read_text())
+    assert said, "the launcher did not say where the cluster's data is"
+    pidfile = pathlib.Path(said.group(1)) / "postmaster.pid"
+    try:
+        assert pidfile.exists(), "no PostgreSQL was started in the data dir"
+        postgres = int(pidfile.read_text().split()[0])
+        assert alive({postgres})
+        assert len(mesh.replicas("scheduler")) == 2 and len(mesh.replicas("backends-local")) == 2
+        children = descendants(mesh.process.pid)
+        bell = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
+        reply = mesh.request("POST", "/execute", {"qasm": bell, "backends": ["local_simulator"], "shots": 100})
+        assert (reply.status, reply.body["data"]["status"]) == (200, "completed"), reply.body
+    finally:
+        mesh.process.send_signal(signal.SIGTERM)
+        code = mesh.process.wait(timeout=90)
+    assert code == 0
+    left = wait_gone(children | {postgres}, timeout=30)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"SIGTERM left processes behind: {left}"
+    assert not pidfile.exists(), "the cluster's PostgreSQL was not shut down cleanly"
+    if tmp_path not in pidfile.parents:  # a stand-in outside the test's folder: the launcher keeps it, we don't
+        shutil.rmtree(pidfile.parent)

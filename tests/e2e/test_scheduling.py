@@ -131,3 +131,15 @@ def test_twenty_concurrent_retries_with_one_idempotency_key_make_one_job_and_one
     assert mesh.request("POST", "/execute", body, key=key, headers={"Idempotency-Key": "order-8"}).status == 200
     refused = mesh.request("POST", "/execute", body, key=key, headers={"Idempotency-Key": "order-9"})
     assert (refused.status, refused.body["error"]["code"]) == (403, "QUOTA_EXCEEDED")
+
+
+def test_concurrent_retries_under_a_quota_that_fits_only_their_job_are_all_answered_with_it(mesh):
+    key = mesh.create_key("tight", shots_per_day=10)  # room for this one 10-shot job and nothing more
+    body = {"qasm": BELL, "backends": ["ionq_simulator"], "shots": 10, "return_immediately": True}
+    retry = {"Idempotency-Key": "order-tight"}
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(lambda _: mesh.request("POST", "/execute", body, key=key, headers=retry), range(20)))
+    assert [r.status for r in replies] == [200] * 20, [r.body for r in replies if r.status != 200][:3]
+    assert len({r.body["data"]["job_id"] for r in replies}) == 1
+    refused = mesh.request("POST", "/execute", body, key=key, headers={"Idempotency-Key": "order-other"})
+    assert (refused.status, refused.body["error"]["code"]) == (403, "QUOTA_EXCEEDED")

@@ -166,6 +166,20 @@ def test_twenty_concurrent_retries_of_one_request_make_one_job_and_one_charge(db
     assert stores[0].db.query("SELECT COUNT(*) AS n FROM jobs WHERE owner = 'key_r'")[0]["n"] == 2
 
 
+def test_concurrent_retries_under_a_quota_that_fits_one_job_all_get_that_job(db_url):
+    """A retry that waits on the first one's reservation must find its job, not a spent quota."""
+    stores = [JobStore(Database(db_url)) for _ in range(5)]
+    charge = Charge("2026-11-24", 10, 0.5, 10, None)  # room for exactly this one job
+
+    def retry(i: int) -> str:
+        return stores[i % 5].insert(_job(owner="key_t"), request_id="req-tight", charge=charge)[0].job_id
+
+    with ThreadPoolExecutor(10) as pool:
+        job_ids = list(pool.map(retry, range(20)))  # a QuotaExceeded in any retry fails the test here
+    assert len(set(job_ids)) == 1
+    assert stores[0].db.query("SELECT shots FROM usage WHERE owner = 'key_t'")[0]["shots"] == 10
+
+
 def test_round_robin_turns_are_shared_between_replicas(db_url):
     a, b = JobStore(Database(db_url)), JobStore(Database(db_url))
     turns = [a.next_turn("x,y"), b.next_turn("x,y"), a.next_turn("x,y"), b.next_turn("x,y")]

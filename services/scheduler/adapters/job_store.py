@@ -139,13 +139,17 @@ class JobStore:
         """
         try:
             with self.db.transaction() as tx:
+                # The usage row is locked before the retry's lookup: a retry that waited for the first attempt's
+                # reservation then finds that attempt's job instead of a quota it spent.
+                used = self._lock_usage(tx, job.owner, charge.day) if charge is not None else None
                 if request_id:
                     row = tx.one("SELECT * FROM jobs WHERE owner = ? AND request_id = ?", (job.owner, request_id))
                     if row is not None:
                         return _job(row), False
                 if charge is not None:
-                    self._reserve(tx, job.owner, charge.day, charge.shots, charge.cost, charge.shots_limit,
-                                  charge.cost_limit)
+                    charge.check(used["shots"], used["cost"])
+                    tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
+                               (charge.shots, charge.cost, job.owner, charge.day))
                 self._insert(tx, job, request_id)
         except Exception as error:
             if not (request_id and self.db.is_unique_violation(error)):
@@ -325,25 +329,12 @@ class JobStore:
             )
             return int(tx.one("SELECT turn FROM round_robin WHERE rotation = ?", (rotation,))["turn"])
 
-    def _reserve(self, tx: Tx, owner: str, day: str, shots: int, cost: float, shots_limit: int | None,
-                 cost_limit: float | None) -> None:
-        """Adds to the owner's usage of the day, or raises QuotaExceeded (the caller's transaction rolls back)."""
+    def _lock_usage(self, tx: Tx, owner: str, day: str) -> dict:
+        """The owner's usage of the day, its row locked until the transaction ends (SQLite locks the database)."""
         lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
         tx.execute("INSERT INTO usage (owner, day) VALUES (?, ?) ON CONFLICT (owner, day) DO NOTHING",
                    (owner, day))
-        used = tx.one(f"SELECT shots, cost FROM usage WHERE owner = ? AND day = ?{lock}", (owner, day))
-        if shots_limit is not None and used["shots"] + shots > shots_limit:
-            raise errors.QuotaExceeded(
-                f"shot quota exceeded: {used['shots']} of {shots_limit} shots used today (UTC), this job needs"
-                f" {shots}; wait for tomorrow or ask for a larger quota", used=used["shots"], limit=shots_limit,
-            )
-        if cost_limit is not None and used["cost"] + cost > cost_limit + 1e-9:
-            raise errors.QuotaExceeded(
-                f"cost quota exceeded: {used['cost']:.2f} of {cost_limit:.2f} USD used today (UTC), this job"
-                f" may cost {cost:.2f}", used=f"{used['cost']:.4f}", limit=cost_limit,
-            )
-        tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
-                   (shots, cost, owner, day))
+        return tx.one(f"SELECT shots, cost FROM usage WHERE owner = ? AND day = ?{lock}", (owner, day))
 
     # --- events ----------------------------------------------------------------------------------------
 

@@ -35,8 +35,18 @@ log = logging.getLogger(__name__)
 #: Attempts on one backend for transient failures, and the backoff before each retry.
 RETRIES = 3
 BACKOFF_S = (0.2, 0.5, 1.0)
-#: A backend task taking longer than this is abandoned as unavailable (keeps every job bounded).
-TASK_TIMEOUT_S = 300.0
+#: A device task is given up (cancelled, as unavailable) once it runs this long past what its device estimated
+#: for its queue and its run, and at least twice the estimate: an emulation that hangs is bounded, while a real
+#: provider's queue of hours or days is never cut short.
+TASK_OVERRUN_S = 300.0
+TASK_OVERRUN_FACTOR = 2.0
+
+
+def task_limit_s(estimated_wait_s: float, estimated_execution_s: float) -> float:
+    """How long a device task may take from its submission before it is given up."""
+    return TASK_OVERRUN_FACTOR * (max(estimated_wait_s, 0.0) + max(estimated_execution_s, 0.0)) + TASK_OVERRUN_S
+
+
 #: The longest a submission's checks (the device list, the circuit's assessment) may take before it is refused
 #: as BACKEND_UNAVAILABLE: with POST /execute's wait, it bounds how long any submission takes to answer.
 SUBMIT_CHECK_S = 10.0
@@ -316,23 +326,26 @@ class Engine:
                 await asyncio.sleep(SELECT_RETRY_S)
         queue_time = time.time() - job.created_at
         handed = await asyncio.to_thread(self.store.tasks, job.job_id)
+        limits = {c.backend: task_limit_s(c.estimated_wait_s, assessments[c.backend].estimated_execution_s
+                                          if c.backend in assessments else 0.0) for c in candidates}
         if request.strategy == "all":
-            outcome = await self._run_all(job, selection.order, assessments, handed)
+            outcome = await self._run_all(job, selection.order, assessments, handed, limits)
         else:
-            outcome = await self._run_first(job, selection.order, handed)
+            outcome = await self._run_first(job, selection.order, handed, limits)
         outcome.selection = selection
         outcome.queue_time_s = queue_time + min((r.queue_time_s for r in outcome.runs), default=0.0)
         outcome.cost = sum(assessments[r.backend].cost for r in outcome.runs if r.status == COMPLETED and
                            r.backend in assessments)
         return outcome
 
-    async def _run_first(self, job: Job, order: tuple[str, ...], handed: dict[str, TaskHandle]) -> Outcome:
+    async def _run_first(self, job: Job, order: tuple[str, ...], handed: dict[str, TaskHandle],
+                         limits: dict[str, float]) -> Outcome:
         """Runs on the strategy's first choice, failing over down its ranking."""
         runs: list[BackendRun] = []
         if handed:  # an earlier claim got this far: go on from its backend (a failed one keeps the order)
             order = tuple(b for b in order if b in handed) + tuple(b for b in order if b not in handed)
         for backend in order:
-            run = await self._run_on(job, backend, handed.get(backend))
+            run = await self._run_on(job, backend, limits[backend], handed.get(backend))
             runs.append(run)
             if run.status == COMPLETED:
                 return Outcome(status=COMPLETED, backend=backend, counts=run.counts, runs=runs,
@@ -342,8 +355,9 @@ class Engine:
         return self._all_failed(runs)
 
     async def _run_all(self, job: Job, order: tuple[str, ...], assessments: dict[str, Assessment],
-                       handed: dict[str, TaskHandle]) -> Outcome:
-        runs = list(await asyncio.gather(*(self._run_on(job, backend, handed.get(backend)) for backend in order)))
+                       handed: dict[str, TaskHandle], limits: dict[str, float]) -> Outcome:
+        runs = list(await asyncio.gather(*(self._run_on(job, backend, limits[backend], handed.get(backend))
+                                                 for backend in order)))
         done = [r for r in runs if r.status == COMPLETED]
         if not done:
             return self._all_failed(runs)
@@ -375,7 +389,7 @@ class Engine:
         return Outcome(status=FAILED, runs=runs, error_code="ALL_BACKENDS_FAILED",
                        error_message=f"all backends failed ({detail})")
 
-    async def _run_on(self, job: Job, backend: str, handed: TaskHandle | None = None) -> BackendRun:
+    async def _run_on(self, job: Job, backend: str, limit_s: float, handed: TaskHandle | None = None) -> BackendRun:
         """One backend, with retries of transient failures and backoff; never raises a QnetError.
 
         `handed` is a task an earlier claim of this job submitted (its scheduler died or drained): the run
@@ -385,7 +399,7 @@ class Engine:
         for attempt in range(RETRIES):
             run.attempts = attempt + 1
             try:
-                result = await self._task(job, backend, handed)
+                result = await self._task(job, backend, limit_s, handed)
             except errors.QnetError as raised:
                 error = raised
             else:
@@ -405,7 +419,7 @@ class Engine:
         run.status = FAILED
         return run
 
-    async def _task(self, job: Job, backend: str, handle: TaskHandle | None) -> DeviceRun:
+    async def _task(self, job: Job, backend: str, limit_s: float, handle: TaskHandle | None) -> DeviceRun:
         """Submits (unless reattaching to `handle`), records the handle on the job, and waits for the end."""
         if handle is None:
             task_id = f"{job.job_id}.{backend}.{secrets.token_hex(4)}"
@@ -414,13 +428,15 @@ class Engine:
                 await asyncio.to_thread(self.store.attach_task, job.job_id, handle)
             except Exception:  # noqa: BLE001 - the job still runs; only a takeover would run it again
                 log.warning("recording task %s of job=%s failed", handle.task_id, job.job_id, exc_info=True)
-        deadline = time.monotonic() + TASK_TIMEOUT_S
+        deadline = time.monotonic() + limit_s
         try:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     await self.devices.cancel(handle)
-                    raise errors.BackendUnavailable(f"{backend} took over {TASK_TIMEOUT_S:.0f}s", backend=backend)
+                    raise errors.BackendUnavailable(
+                        f"{backend}'s task took over {limit_s:.0f}s, far past its device's estimate; given up",
+                        backend=backend)
                 result = await self.devices.wait(handle, min(POLL_WAIT_S, remaining))
                 if result is not None:
                     return result

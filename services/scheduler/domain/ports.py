@@ -6,6 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from qnet_common import errors
+
+#: Float sums of prices may land a hair above a limit they meet exactly.
+COST_EPSILON = 1e-9
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -37,6 +42,20 @@ class Charge:
     cost: float
     shots_limit: int | None
     cost_limit: float | None
+
+    def check(self, used_shots: int, used_cost: float) -> None:
+        """The quota rule: raises QuotaExceeded unless this job fits beside what the owner used today."""
+        if self.shots_limit is not None and used_shots + self.shots > self.shots_limit:
+            raise errors.QuotaExceeded(
+                f"shot quota exceeded: {used_shots} of {self.shots_limit} shots used today (UTC), this job needs"
+                f" {self.shots}; wait for tomorrow or ask for a larger quota", used=used_shots,
+                limit=self.shots_limit,
+            )
+        if self.cost_limit is not None and used_cost + self.cost > self.cost_limit + COST_EPSILON:
+            raise errors.QuotaExceeded(
+                f"cost quota exceeded: {used_cost:.2f} of {self.cost_limit:.2f} USD used today (UTC), this job"
+                f" may cost {self.cost:.2f}", used=f"{used_cost:.4f}", limit=self.cost_limit,
+            )
 
 
 @dataclass(frozen=True)
