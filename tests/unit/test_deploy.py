@@ -680,6 +680,8 @@ def allowed_ingress(overlay: str) -> set[tuple[str, str, int]]:
     allowed = set()
     for policy in objects(overlay, "NetworkPolicy").values():
         spec = policy["spec"]
+        if spec["policyTypes"] == ["Egress"]:
+            continue  # Envoy's egress: test_envoy_may_reach_only_the_qnet_pods_and_dns
         assert spec["policyTypes"] == ["Ingress"]
         targets = {c for c, labels in pods if _matches(spec["podSelector"], labels)}
         for rule in spec.get("ingress", []):
@@ -718,6 +720,25 @@ def test_network_policies_let_in_exactly_the_callers(overlay):
     if overlay == "dev":  # only the qnet services reach the in-cluster PostgreSQL
         expected |= {(c, "postgres", 5432) for c in clients}
     assert allowed_ingress(overlay) == expected
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_envoy_may_reach_only_the_qnet_pods_and_dns(overlay):
+    """The pod that faces clients cannot reach a database outside the namespace (prod's external DSN)."""
+    egress = [p for p in objects(overlay, "NetworkPolicy").values() if "Egress" in p["spec"]["policyTypes"]]
+    assert [p["spec"]["podSelector"] for p in egress] == [{"matchLabels": {"app.kubernetes.io/component": "envoy"}}]
+    rules = egress[0]["spec"]["egress"]
+    assert rules[0] == {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "qnet"}}}]}
+    (dns,) = rules[1]["to"]
+    assert dns["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {p["port"] for p in rules[1]["ports"]} == {53} and len(rules) == 2
+    # Every upstream Envoy's config names is a qnet Service, so the rule above lets it reach them all.
+    services = {o["metadata"]["name"] for o in rendered(overlay) if o["kind"] == "Service"}
+    config = yaml.safe_load((K8S / "base" / "generated" / "envoy.yaml").read_text())
+    hosts = {e["endpoint"]["address"]["socket_address"]["address"].split(".")[0]
+             for c in config["static_resources"]["clusters"] for le in c["load_assignment"]["endpoints"]
+             for e in le["lb_endpoints"]}
+    assert hosts <= services, hosts - services
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
