@@ -26,7 +26,7 @@ from services.aggregator.domain.distributions import (
     outcome_ids,
     parse_counts,
 )
-from services.aggregator.domain.mitigation import assignment_matrices
+from services.aggregator.domain.mitigation import DENSE_MAX_BITS, assignment_matrices
 from services.aggregator.domain.mitigation import mitigate as mitigate_readout
 
 __all__ = [
@@ -49,16 +49,24 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_DIVERGENCE = 0.5
 #: The most results one aggregation takes (more than a 1 MiB request body can carry with their counts).
 MAX_RESULTS = 10_000
+#: The most distinct outcomes one result may have (ten times the most shots a job runs).
+MAX_OUTCOMES = 1 << 20
+#: The most cells (results x distinct outcomes over all of them) of the table an aggregation computes on, checked
+#: before the table is built: 32 MiB of floats a copy. It holds 10 backends over 2^16 outcomes, or a job's 32
+#: backends of 100,000 distinct outcomes each.
+MAX_CELLS = 1 << 22
 #: Agreement compares pairs of results. Up to EXACT_PAIRS results it takes every pair; beyond, each result is
 #: compared with the PARTNERS weightiest ones (the pairs that dominate the weighted mean), so the work grows
 #: linearly: 8,000 results aggregate well under a second (bench/results/aggregation.md). The check for results
-#: with no outcome in common stays exact, by blocks of a matrix product.
+#: with no outcome in common stays exact (_disjoint_pairs: each outcome's results as a bitset).
 EXACT_PAIRS = 256
 PARTNERS = 64
 #: Pair-outcome cells computed per vectorised block (bounds the memory of the pairwise work).
 _PAIR_BLOCK = 1 << 20
-#: Two results whose Bhattacharyya coefficient sum_x sqrt(p_i(x) p_j(x)) is at most this share no outcome.
-_DISJOINT = 1e-12
+#: Bytes of bitsets the disjointness check holds per block of results.
+_BITSET_BLOCK = 1 << 24
+#: An outcome of at most this probability in a result (a mitigation's rounding residue) is not one it saw.
+_NEGLIGIBLE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,7 @@ def aggregate(
     roots = np.sqrt(table.probabilities)
     # H^2 = 1/2 sum_x (sqrt p_i - sqrt p)^2 equals 1 - sum_x sqrt(p_i p) without its cancellation near 0.
     distances = np.sqrt(np.clip(0.5 * ((roots - np.sqrt(consensus)) ** 2).sum(axis=1), 0.0, 1.0))
-    _check_divergence(method, table, distances, _disjoint_pairs(roots), max_divergence)
+    _check_divergence(method, table, distances, _disjoint_pairs(table.probabilities > _NEGLIGIBLE), max_divergence)
 
     out_shots = shots if shots is not None else max(_declared_shots(r) for r in results)
     support = np.flatnonzero(consensus > 0)
@@ -315,12 +323,21 @@ def _table(results: list[BackendCounts], mitigate: bool) -> tuple[_Table, dict[s
     mitigated_counts: dict[str, dict[str, int]] = {}
     for result in ordered:
         name = result.backend
+        if isinstance(result.counts, Mapping) and len(result.counts) > MAX_OUTCOMES:
+            raise errors.InvalidCounts(
+                f"result {name!r} has {len(result.counts)} outcomes: at most {MAX_OUTCOMES} per result",
+                backend=name)
         bits, values = parse_counts(name, result.counts)
         total = int(values.sum())
         if total == 0:
             raise errors.InvalidCounts(f"counts of result {name!r} sum to 0; a result needs at least one shot")
         if width is None:
             width, first = bits.shape[1], name
+            if mitigate and width <= DENSE_MAX_BITS and len(results) << width > MAX_CELLS:
+                raise errors.InvalidArgument(
+                    f"mitigating {len(results)} results of {width} bits spreads each over all 2^{width} outcomes: "
+                    f"{len(results) << width} cells, at most {MAX_CELLS} per aggregation; mitigate fewer results "
+                    "at a time")
         elif bits.shape[1] != width:
             raise errors.InvalidCounts(
                 f"result {name!r} has {bits.shape[1]}-bit bitstrings but {first!r} has {width}-bit ones; every "
@@ -383,14 +400,19 @@ def _fidelity(name: str, fidelity: object) -> float:
 def _union(rows: list[tuple[np.ndarray, np.ndarray]], width: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, matrix): the sorted outcomes with a positive probability somewhere, and each row over them."""
     entries = sum(ids.size for ids, _ in rows)
-    if width <= MAX_INT_BITS and (1 << width) <= max(1 << 16, 4 * entries):
-        dense = np.zeros((len(rows), 1 << width))  # direct indexing: no sort needed
+    n = len(rows)
+    if width <= MAX_INT_BITS and n << width <= MAX_CELLS and (1 << width) <= max(1 << 16, 4 * entries):
+        dense = np.zeros((n, 1 << width))  # direct indexing: no sort needed
         for row, (ids, probabilities) in enumerate(rows):
             dense[row, ids] = probabilities
         keep = np.flatnonzero(dense.any(axis=0))
         return keep.astype(np.int64), dense[:, keep]
     union, inverse = np.unique(np.concatenate([ids for ids, _ in rows]), return_inverse=True)
-    matrix = np.zeros((len(rows), union.size))
+    if n * union.size > MAX_CELLS:
+        raise errors.InvalidArgument(
+            f"{n} results over {union.size} distinct outcomes make a table of {n * union.size} cells: at most "
+            f"{MAX_CELLS} per aggregation; aggregate fewer results at a time, or results over fewer outcomes")
+    matrix = np.zeros((n, union.size))
     start = 0
     for row, (ids, probabilities) in enumerate(rows):
         matrix[row, inverse[start : start + ids.size]] = probabilities
@@ -462,22 +484,39 @@ assert set(_COMBINERS) == set(METHODS)
 # --- divergence and confidence -----------------------------------------------------------------------------
 
 
-def _disjoint_pairs(roots: np.ndarray) -> tuple[list[tuple[int, int]], int]:
-    """The first ten pairs (i < j) of results with no outcome in common, and how many there are: exact, by blocks
-    of rows of the overlap matrix (never all of it in memory)."""
-    n, k = roots.shape
-    if (roots > 0).all(axis=0).any():  # an outcome every result saw: no pair is disjoint
+def _disjoint_pairs(present: np.ndarray) -> tuple[list[tuple[int, int]], int]:
+    """The first ten pairs (i < j) of results with no outcome in common, and how many there are, exactly.
+
+    `present[i, x]`: result i saw outcome x (every result saw at least one). Each outcome's results are a bitset;
+    the OR of the bitsets of a result's outcomes is every result it shares one with. The work is the table's
+    entries times N/8 bytes, in blocks of results that bound the memory; no N x N x outcomes product is formed.
+    """
+    n = present.shape[0]
+    if present.all(axis=0).any():  # an outcome every result saw: no pair is disjoint
         return [], 0
+    by_outcome = np.packbits(present.T, axis=1, bitorder="little")  # (outcomes, ceil(n / 8))
+    rows, outcomes = np.nonzero(present)  # row-major: each result's outcomes in one run
+    starts = np.searchsorted(rows, np.arange(n + 1))
     found: list[tuple[int, int]] = []
     count = 0
-    rows = max(1, _PAIR_BLOCK // max(1, n))
-    for start in range(0, n, rows):
-        overlaps = roots[start:start + rows] @ roots.T
-        first, second = np.nonzero(np.triu(overlaps <= _DISJOINT, k=start + 1))
-        count += first.size
-        found.extend(zip((first[: 10 - len(found)] + start).tolist(), second[: 10 - len(found)].tolist(),
-                         strict=True))
-    return found[:10], count
+    start = 0
+    while start < n:
+        # As many results as fit the budget: their gathered bitsets and their row of the pair matrix.
+        stop = min(n, start + max(1, _BITSET_BLOCK // n))
+        budget_end = starts[start] + max(1, _BITSET_BLOCK // by_outcome.shape[1])
+        stop = max(start + 1, min(stop, int(np.searchsorted(starts, budget_end, side="right")) - 1))
+        first_entry = starts[start]
+        shared = np.bitwise_or.reduceat(by_outcome[outcomes[first_entry:starts[stop]]],
+                                        starts[start:stop] - first_entry, axis=0)
+        meets = np.unpackbits(shared, axis=1, count=n, bitorder="little").view(bool)
+        apart = ~meets & (np.arange(n)[None, :] > np.arange(start, stop)[:, None])
+        count += int(np.count_nonzero(apart))
+        for row in range(stop - start):  # the first few by name, never every pair's indices
+            if len(found) == 10:
+                break
+            found.extend((start + row, int(j)) for j in np.flatnonzero(apart[row])[: 10 - len(found)])
+        start = stop
+    return found, count
 
 
 def _check_divergence(

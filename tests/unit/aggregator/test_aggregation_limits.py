@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -72,3 +75,71 @@ def test_disjoint_results_are_named_without_listing_every_pair():
     with pytest.raises(errors.AggregationFailed) as raised:
         aggregate(results)
     assert "b00 and b01" in raised.value.message and "770 more pairs" in raised.value.message
+
+
+def peak_mib(call) -> float:  # noqa: ANN001
+    """Peak memory numpy and Python allocate during `call` (numpy reports its buffers to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(errors.QnetError):
+            call()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_thousands_of_results_over_many_distinct_outcomes_stay_within_bounded_memory():
+    """8,000 results of one 16-bit outcome each (about 460 KiB of JSON) took 4.5 GiB and 33 s: a dense table of
+    every result over all 2^16 outcomes, and the pairwise check as dense matrix products."""
+    rng = np.random.default_rng(8)
+    spread = [BackendCounts(f"b{i:04d}", {format(int(x), "016b"): 7}) for i, x in enumerate(
+        rng.integers(0, 1 << 16, size=8000))]
+    with pytest.raises(errors.InvalidArgument, match=r"8000 results over \d+ distinct outcomes make a table of"):
+        aggregate(spread)
+    assert peak_mib(lambda: aggregate(spread)) < 64
+    # Within the table's limit (8,000 x 2^9 cells), every pair is still checked exactly.
+    results = [BackendCounts(f"b{i:04d}", {format(int(x), "09b"): 7, format(int(y), "09b"): 3}) for i, (x, y) in
+               enumerate(rng.integers(0, 1 << 9, size=(8000, 2)))]
+    with pytest.raises(errors.AggregationFailed) as raised:
+        aggregate(results)
+    present = np.zeros((8000, 1 << 9), dtype=bool)
+    for i, r in enumerate(sorted(results, key=lambda r: r.backend)):
+        present[i, [int(k, 2) for k in r.counts]] = True
+    shared = present.astype(np.float32) @ present.T.astype(np.float32)
+    disjoint = int((np.triu(shared == 0, k=1)).sum())
+    assert f"{disjoint - 10} more pairs" in raised.value.message
+    assert peak_mib(lambda: aggregate(results)) < 256
+
+
+def test_a_table_of_more_cells_than_the_limit_is_refused_before_it_is_built():
+    width = 20
+    per_result = aggregation.MAX_CELLS // 1000 + 1
+    results = [BackendCounts(f"b{i}", {format(i * per_result + j, f"0{width + 4}b"): 1 for j in range(per_result)})
+               for i in range(1000)]
+    with pytest.raises(errors.InvalidArgument, match=r"1000 results over \d+ distinct outcomes.* at most"):
+        aggregate(results)
+
+
+def test_a_result_with_more_outcomes_than_the_limit_is_refused_naming_it():
+    too_many = {format(j, "021b"): 1 for j in range(aggregation.MAX_OUTCOMES + 1)}
+    with pytest.raises(errors.InvalidCounts, match=rf"result 'big' has {aggregation.MAX_OUTCOMES + 1} outcomes"):
+        aggregate([BackendCounts("big", too_many)])
+
+
+def test_mitigating_more_results_than_the_dense_table_holds_is_refused_before_mitigating():
+    width = 16  # mitigation spreads each result over all 2^16 outcomes
+    n = aggregation.MAX_CELLS // (1 << width) + 1
+    results = [BackendCounts(f"b{i}", {"0" * width: 10}, readout_errors=[(0.01, 0.02)] * width) for i in range(n)]
+    with pytest.raises(errors.InvalidArgument, match="mitigat"):
+        aggregate(results, mitigate=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_disjoint_pairs_are_exactly_those_of_the_definition(seed):
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(2, 60)), int(rng.integers(1, 12))
+    present = rng.random((n, k)) < rng.uniform(0.05, 0.4)
+    present[np.arange(n), rng.integers(0, k, size=n)] = True  # every result saw something
+    expected = [(i, j) for i in range(n) for j in range(i + 1, n) if not (present[i] & present[j]).any()]
+    pairs, count = aggregation._disjoint_pairs(present)
+    assert count == len(expected) and pairs == expected[:10]
