@@ -48,11 +48,12 @@ def test_every_rpc_declares_its_access_and_every_service_is_known():
     assert {service for service, *_ in found} == set(SERVED_BY)
 
 
-def call(address: str, service: str, method: str, streaming: bool, key: str | None) -> grpc.StatusCode:
+def call(address: str, service: str, method: str, streaming: bool, key: str | None,
+         extra: tuple[tuple[str, str], ...] = ()) -> grpc.StatusCode:
     descriptor = descriptor_pool.Default().FindMethodByName(f"{service}.{method}")
     request = message_factory.GetMessageClass(descriptor.input_type)()
     response = message_factory.GetMessageClass(descriptor.output_type)
-    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    metadata = ((("authorization", f"Bearer {key}"),) if key else ()) + extra
     with grpc.insecure_channel(address) as channel:
         path = f"/{service}/{method}"
         try:
@@ -86,3 +87,13 @@ def test_each_rpc_admits_exactly_the_callers_its_access_names(mesh, service, met
             assert code not in refused, (who, code)
         else:
             assert code == grpc.StatusCode.PERMISSION_DENIED, (who, code)
+
+
+@pytest.mark.parametrize("service,method,streaming,access",
+                         [r for r in rpcs() if r[3] != access_pb2.ACCESS_PUBLIC], ids=lambda v: str(v))
+def test_a_user_key_claiming_to_act_for_someone_is_still_refused_what_it_may_not_call(mesh, service, method,
+                                                                                      streaming, access):
+    """Only the mesh's own key may say on whose behalf it calls; with a user's key the claim changes nothing."""
+    address = mesh.replicas(SERVED_BY[service])[0]
+    spoofed = (("qnet-on-behalf-of", "someone_else"), ("x-qnet-caller", "scheduler"))
+    assert call(address, service, method, streaming, DEV_KEY, spoofed) == grpc.StatusCode.PERMISSION_DENIED

@@ -173,6 +173,8 @@ def check(reply, verb: str, path: str) -> None:  # noqa: ANN001
     code = reply.body["error"]["code"]
     assert code in errors.BY_CODE or code in EDGE_CODES, (verb, path, reply.status, reply.body)
     assert isinstance(reply.body["error"]["message"], str) and reply.body["error"]["message"], reply.body
+    # A 429 tells the client to retry later; no REST request can be worth that (the one 429 code is internal).
+    assert reply.status != 429 and code != "RESOURCE_EXHAUSTED", (verb, path, reply.status, reply.body)
     if reply.status >= 500:
         assert code in DOCUMENTED_5XX, (verb, path, reply.status, reply.body)
 

@@ -97,3 +97,66 @@ async def test_health_and_reflection_stay_open(network):
         names = {s.name for s in response.list_services_response.service}
         assert "qnet.network.v1.NetworkService" in names
         break
+
+
+class Undeclared:
+    """A component that registers handlers no proto declares: a unary RPC and a client-streaming one."""
+
+    service_names = ("qnet.test.v1.Undeclared",)
+
+    def register(self, server) -> None:  # noqa: ANN001
+        async def echo(request: bytes, context) -> bytes:  # noqa: ANN001
+            self.ran = True
+            return request
+
+        async def gather(requests, context) -> bytes:  # noqa: ANN001
+            self.ran = True
+            return b"".join([r async for r in requests])
+
+        self.ran = False
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("qnet.test.v1.Undeclared", {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Gather": grpc.stream_unary_rpc_method_handler(gather),
+        })])
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self, grace: float) -> None:
+        return None
+
+
+@pytest.fixture
+async def undeclared(sqlite_url):
+    settings = Settings(database_url=sqlite_url, service_key="mesh-secret")
+    component = Undeclared()
+    server, port, _ = await create_server(settings, "test", component, ApiKeyStore(Database(sqlite_url)))
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield channel, component
+    await channel.close()
+    await server.stop(0)
+
+
+async def test_an_rpc_no_proto_declares_is_refused_even_to_the_mesh(undeclared):
+    channel, component = undeclared
+    mesh = (("authorization", "Bearer mesh-secret"),)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await channel.unary_unary("/qnet.test.v1.Undeclared/Echo")(b"hi", metadata=mesh)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "declares no access" in raised.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await channel.stream_unary("/qnet.test.v1.Undeclared/Gather")(iter([b"a", b"b"]), metadata=mesh)
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "client-streaming RPCs are not served" in raised.value.details()
+    assert component.ran is False
+
+
+@pytest.mark.parametrize("authorization", ["Basic mesh-secret", "bearer", "Bearer", "Token mesh-secret",
+                                           "mesh-secret"])
+async def test_a_key_in_any_other_form_than_bearer_is_unauthenticated(network, authorization):
+    channel, _ = network
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await nw_grpc.NetworkServiceStub(channel).GetStatus(nw.GetStatusRequest(),
+                                                            metadata=(("authorization", authorization),))
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
