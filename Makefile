@@ -10,7 +10,7 @@ GEN        := gen
 PROTO_SRC  := $(shell find protos -name '*.proto')
 export PYTHONPATH := $(CURDIR):$(CURDIR)/$(GEN)
 
-.PHONY: help setup protos run run-cluster soak k8s-render test test-unit test-integration test-e2e test-tools lint bench api-key clean
+.PHONY: help setup protos run run-cluster soak k8s-render test test-unit test-integration test-e2e test-tools openapi openapi-tools lint bench api-key clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,13 @@ $(GEN)/.stamp: $(STAMP) $(PROTO_SRC) scripts/gen_protos.py
 
 protos: $(GEN)/.stamp ## Generate Python stubs and Envoy's descriptor set from protos/
 
+openapi: setup openapi-tools ## Regenerate deploy/openapi/qnet.swagger.json (OpenAPI 2.0) from the public protos
+	$(PY) scripts/gen_openapi.py
+
+# protoc's Swagger plugin (Debian's golang-grpc-gateway), installed when missing: make openapi and a unit test use it.
+openapi-tools:
+	@scripts/test_tools.sh openapi
+
 run: setup ## Start the whole mesh behind Envoy on 127.0.0.1:$${QNET_HTTP_PORT:-8080}
 	$(PY) -m services.mesh
 
@@ -46,7 +53,7 @@ lint: setup ## ruff and the import-linter layering contract
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test-unit: setup ## Unit tests: domain and servicers, no sockets
+test-unit: setup test-tools ## Unit tests: domain and servicers, no sockets (promtool checks the alerts)
 	$(PY) -m pytest -q tests/unit
 
 test-integration: setup test-tools ## Integration tests: real aio servers on port 0, real SQLite and PostgreSQL

@@ -38,5 +38,8 @@ COPY --from=build /opt/qnet /opt/qnet
 COPY --from=build /app/qnet_common /app/qnet_common
 COPY --from=build /app/services /app/services
 COPY --from=build /app/gen /app/gen
+# The gateway serves the OpenAPI document at /api/v2/network/openapi.json (services/gateway/static.py; the
+# console ships inside services/gateway/console/ above).
+COPY deploy/openapi/qnet.swagger.json /app/deploy/openapi/qnet.swagger.json
 WORKDIR /app
 USER 10001:10001

@@ -21,6 +21,7 @@ from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import Registry, keep_registered
 from qnet_common.settings import Settings
 from services.gateway.bridge import Bridge
+from services.gateway.static import StaticFiles, hook
 
 CONNECTIONS = Gauge("qnet_gateway_websocket_connections", "Open WebSocket connections")
 
@@ -46,7 +47,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     bridge.fanout.start()
     CONNECTIONS.set_function(lambda: len(bridge.connections))
     metrics, _ = start_http_server(settings.metrics_port, addr=settings.host)
-    async with serve(bridge.handle, settings.host, settings.grpc_port, process_request=_health,
+    # The console and the OpenAPI document (services/gateway/static.py), then /healthz, then the stream.
+    process_request = hook(StaticFiles(), _health)
+    async with serve(bridge.handle, settings.host, settings.grpc_port, process_request=process_request,
                      ping_interval=settings.ws_ping_s, ping_timeout=settings.ws_ping_s) as server:
         port = server.sockets[0].getsockname()[1]
         address = settings.advertise_addr or f"{settings.host}:{port}"
