@@ -1,11 +1,12 @@
 """IBM devices on Qiskit: `ibm_brisbane` (127-qubit Eagle r3, ECR/RZ/SX/X) and `ibm_torino` (133-qubit Heron
 r1, CZ/RZ/SX/X), from the calibration snapshots that qiskit-ibm-runtime ships as FakeBrisbane and FakeTorino.
 
-Circuits are compiled with Qiskit's transpiler for the real coupling map and basis. The noise model is built
-from the snapshot for the circuit's active physical qubits only (gate errors as depolarizing channels, thermal
-relaxation over each gate's duration, per-qubit readout errors); Aer drops the idle qubits. That is the
-same physics as `AerSimulator.from_backend`, which builds all 127 qubits' model on every call (see
-bench/results/devices.md for the speed ratio).
+Circuits are compiled with Qiskit's transpiler for the real coupling map and basis. The noise model is Aer's
+own device model of the snapshot (`basic_device_gate_errors`: each gate's error as a depolarizing channel with
+thermal relaxation over its duration; per-qubit readout errors), computed once per device and kept, for each
+circuit, on its active physical qubits only; Aer drops the idle qubits. That is the model of
+`AerSimulator.from_backend`, which builds all 127 qubits' model on every call (see bench/results/devices.md for
+the speed ratio).
 """
 
 from __future__ import annotations
@@ -54,17 +55,19 @@ def _calibration(backend) -> Calibration:  # noqa: ANN001
     props = backend.properties()
     qubits = []
     for q in range(backend.num_qubits):
+        # The snapshot's raw values are in the unit each names (T1 in us, gate_length in ns); the properties'
+        # accessors convert them to SI, which is what the conversions below assume.
         values = {p.name: p.value for p in props.qubits[q]}
         readout = values.get("readout_error", 0.0)
         qubits.append(QubitCalibration(
-            q, values.get("T1", 0.0) * 1e6, values.get("T2", 0.0) * 1e6, readout,
+            q, props.t1(q) * 1e6, props.t2(q) * 1e6, readout,
             values.get("prob_meas1_prep0", readout), values.get("prob_meas0_prep1", readout),
         ))
     gates = []
     for gate in props.gates:
         params = {p.name: p.value for p in gate.parameters}
         gates.append(GateCalibration(gate.gate, tuple(gate.qubits), params.get("gate_error", 0.0),
-                                     params.get("gate_length", 0.0) * 1e9))
+                                     props.gate_length(gate.gate, list(gate.qubits)) * 1e9))
     return Calibration(props.last_update_date, tuple(qubits), tuple(gates),
                        f"qiskit-ibm-runtime {type(backend).__name__} snapshot")
 
@@ -90,6 +93,7 @@ class IBMDevice(Device):
         )
         self._two_q = two_q
         self._lock = threading.Lock()
+        self._gate_errors: list | None = None
         self._compiled: BytesLRU = BytesLRU(COMPILE_CACHE_BYTES, lambda c: 2_000 + 1_000 * len(c.data))
         self._noise: BytesLRU = BytesLRU(NOISE_CACHE_BYTES, lambda model: 40_000 * (1 + len(model.noise_qubits)))
 
@@ -117,36 +121,28 @@ class IBMDevice(Device):
         return self._noise.get_or_make(active, lambda: self._noise_model(active))
 
     def _noise_model(self, active: tuple[int, ...]):  # noqa: ANN202
-        from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, thermal_relaxation_error
+        from qiskit_aer.noise import NoiseModel, ReadoutError
 
         model = NoiseModel(basis_gates=list(self.spec.native_gates))
-        props = {q.qubit: q for q in self.spec.calibration.qubits}
-
-        def relaxation(q: int, duration_s: float):  # noqa: ANN202
-            t1 = props[q].t1_us * 1e-6
-            t2 = min(props[q].t2_us * 1e-6, 2 * t1)
-            return thermal_relaxation_error(t1, t2, duration_s)
-
         chosen = set(active)
-        for gate in ("sx", "x"):
-            for q in active:
-                inst = self._target[gate].get((q,))
-                if inst is None:
-                    continue
-                error = depolarizing_error(min(1.0, 2 * (inst.error or 0.0)), 1)
-                model.add_quantum_error(relaxation(q, inst.duration or 0.0).compose(error), gate, [q])
-        for qargs, inst in self._target[self._two_q].items():
-            if qargs is None or not set(qargs) <= chosen:
-                continue
-            a, b = qargs
-            depolarizing = depolarizing_error(min(1.0, 4 / 3 * (inst.error or 0.0)), 2)
-            thermal = relaxation(b, inst.duration or 0.0).expand(relaxation(a, inst.duration or 0.0))
-            model.add_quantum_error(thermal.compose(depolarizing), self._two_q, [a, b])
+        for name, qubits, error in self._device_gate_errors():
+            if set(qubits) <= chosen:
+                model.add_quantum_error(error, name, qubits)
+        props = {q.qubit: q for q in self.spec.calibration.qubits}
         for q in active:
             p10 = props[q].prob_meas1_prep0 or props[q].readout_error
             p01 = props[q].prob_meas0_prep1 or props[q].readout_error
             model.add_readout_error(ReadoutError([[1 - p10, p10], [p01, 1 - p01]]), [q])
         return model
+
+    def _device_gate_errors(self) -> list:
+        """Aer's gate errors for every gate of the snapshot, made once (about 2 s for 127 qubits)."""
+        with self._lock:
+            if self._gate_errors is None:
+                from qiskit_aer.noise.device import basic_device_gate_errors
+
+                self._gate_errors = basic_device_gate_errors(target=self._target)
+            return self._gate_errors
 
     def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
         from qiskit_aer import AerSimulator

@@ -164,3 +164,20 @@ def test_qasmbench_circuits_run_or_fail_with_a_documented_400(device_id, path):
         assert error.http_status == 400 and len(error.message) > 20
         return
     assert sum(result.counts.values()) == 64 and result.compiled_depth > 0
+
+
+@pytest.mark.parametrize("device_id,fake", [("ibm_brisbane", "FakeBrisbane"), ("ibm_torino", "FakeTorino")])
+def test_ibm_calibration_is_the_snapshots_in_the_units_it_names(device_id, fake):
+    """T1 and T2 in microseconds, gate times in nanoseconds: the snapshot's values (T1 about 240 us, an SX about
+    60 ns on Brisbane), not 10^6 times them."""
+    from qiskit_ibm_runtime import fake_provider
+
+    props = getattr(fake_provider, fake)().properties()
+    calibration = device(device_id).spec.calibration
+    for qubit in calibration.qubits[:10]:
+        assert qubit.t1_us == pytest.approx(props.t1(qubit.qubit) * 1e6)
+        assert qubit.t2_us == pytest.approx(props.t2(qubit.qubit) * 1e6)
+        assert 1 < qubit.t1_us < 10_000
+    sx = next(g for g in calibration.gates if g.gate == "sx")
+    assert sx.duration_ns == pytest.approx(props.gate_length("sx", list(sx.qubits)) * 1e9)
+    assert 10 < sx.duration_ns < 1_000
