@@ -25,25 +25,33 @@ def main(argv: list[str] | None = None) -> int:
     connection.add_argument("--key", default=argparse.SUPPRESS, help="an operator API key (default QNET_ADMIN_KEY)")
     parser = argparse.ArgumentParser(prog="python -m services.backends.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, parents=[connection])
-    parser.set_defaults(address=os.environ.get("QNET_BACKENDS_ADDR", default_address("backends")),
-                        key=os.environ.get("QNET_ADMIN_KEY", ""))
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("set-status", help="change a backend's status", parents=[connection])
     status.add_argument("backend")
     status.add_argument("status", choices=DEVICE_STATUSES)
     args = parser.parse_args(argv)
-    with grpc.insecure_channel(args.address) as channel:
-        stub = ds_grpc.DeviceServiceStub(channel)
-        try:
-            reply = stub.SetDeviceStatus(
-                ds.SetDeviceStatusRequest(device_id=args.backend, status=args.status),
-                metadata=(("authorization", f"Bearer {args.key}"),), timeout=10,
-            )
-        except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    print(f"{reply.device.id} is now {reply.device.status}")
+    # Defaults filled in here: parser.set_defaults would also change the shared actions' defaults, and the
+    # subcommand's parse would then reset an option given before the subcommand.
+    args.address = getattr(args, "address", None) or os.environ.get("QNET_BACKENDS_ADDR", default_address("backends"))
+    args.key = getattr(args, "key", None) or os.environ.get("QNET_ADMIN_KEY", "")
+    try:
+        device = set_status(args.address, args.key, args.backend, args.status)
+    except grpc.RpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    print(f"{device.id} is now {device.status}")
     return 0
+
+
+def set_status(address: str, key: str, backend: str, status: str, timeout: float = 10):  # noqa: ANN201
+    """Sets a device's status through any backends replica; returns the device. Raises grpc.RpcError.
+    Also used by `qnet admin backend set-status`."""
+    with grpc.insecure_channel(address) as channel:
+        reply = ds_grpc.DeviceServiceStub(channel).SetDeviceStatus(
+            ds.SetDeviceStatusRequest(device_id=backend, status=status),
+            metadata=(("authorization", f"Bearer {key}"),), timeout=timeout,
+        )
+    return reply.device
 
 
 if __name__ == "__main__":
