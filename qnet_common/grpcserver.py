@@ -25,7 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from qnet.common.v1 import access_pb2
 
 from qnet_common import errors, logs
@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 #: RPCs anyone may call: health checks and reflection.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+SERVING = Gauge(
+    "qnet_serving", "1 while this replica reports SERVING on grpc.health.v1 (0: draining, or its database is away)",
+    ["service"],
+)
 RPC_HANDLED = Counter(
     "qnet_grpc_server_handled_total", "RPCs completed, by method and status code", ["service", "method", "code"]
 )
@@ -316,6 +320,7 @@ async def run_service(
     await server.start()
     for name in [*component.service_names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    SERVING.labels(service).set(1)
     # The launcher reads this line to learn the bound ports.
     print(f"QNET_READY service={service} grpc={settings.host}:{port} metrics={settings.host}:{metrics_port}",
           flush=True)
@@ -324,7 +329,7 @@ async def run_service(
     registry = instance_id = None
     if keys is not None:  # every call is authenticated against the database: serving means reaching it
         background.append(asyncio.create_task(
-            _follow_database(health_servicer, [*component.service_names, ""], keys.db, stop_event)))
+            _follow_database(service, health_servicer, [*component.service_names, ""], keys.db, stop_event)))
         # Peers find this replica (and the devices it serves) in the registry.
         registry = await asyncio.to_thread(Registry, keys.db)
         instance_id = Registry.new_instance_id(service)
@@ -336,6 +341,7 @@ async def run_service(
         task.cancel()
     # Leaving: out of the registry and NOT_SERVING first, so that peers and Envoy stop sending new work.
     await health_servicer.enter_graceful_shutdown()
+    SERVING.labels(service).set(0)
     if registry is not None:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(registry.deregister, instance_id)
@@ -350,14 +356,15 @@ async def run_service(
 DATABASE_CHECK_S = 1.0
 
 
-async def _follow_database(health_servicer: health.aio.HealthServicer, names: list[str], db: Database,
-                           stopping: asyncio.Event) -> None:
+async def _follow_database(service: str, health_servicer: health.aio.HealthServicer, names: list[str],
+                           db: Database, stopping: asyncio.Event) -> None:
     serving = True
     while not stopping.is_set():
         reachable = await asyncio.to_thread(db.reachable)
         if reachable != serving:
             serving = reachable
             status = health_pb2.HealthCheckResponse.SERVING if reachable else health_pb2.HealthCheckResponse.NOT_SERVING
+            SERVING.labels(service).set(1 if reachable else 0)  # first: whoever sees the health sees the gauge
             for name in names:
                 await health_servicer.set(name, status)
             log.log(logging.INFO if reachable else logging.WARNING, "database %s: health %s",

@@ -4,7 +4,9 @@ by itself within seconds of its return, with the job accepted before the outage 
 
 from __future__ import annotations
 
+import re
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -38,6 +40,13 @@ def health(mesh, service: str) -> str:  # noqa: ANN001
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
+def serving_gauge(mesh, service: str) -> float:  # noqa: ANN001
+    """The replica's qnet_serving sample, scraped from its metrics port."""
+    with urllib.request.urlopen(f"http://{mesh.metrics[service]}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return float(re.search(rf'^qnet_serving\{{service="{service}"\}} (\S+)$', text, re.M).group(1))
+
+
 def wait_for_health(mesh, service: str, wanted: str, timeout: float = 15) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while (found := health(mesh, service)) != wanted:
@@ -57,6 +66,7 @@ def test_a_database_outage_is_a_retryable_503_and_the_mesh_recovers_by_itself(me
     assert health(mesh, "scheduler") == "SERVING"
     server.halt()
     wait_for_health(mesh, "scheduler", "NOT_SERVING")  # a load balancer takes it out of rotation
+    assert serving_gauge(mesh, "scheduler") == 0  # what the QnetNoSchedulerServing alert reads
     for method, path, payload in (("GET", f"/execute/{job_id}", None), ("POST", "/execute", body),
                                   ("GET", "/status", None)):
         started = time.monotonic()
@@ -72,5 +82,6 @@ def test_a_database_outage_is_a_retryable_503_and_the_mesh_recovers_by_itself(me
         time.sleep(0.25)
     assert reply.body["data"]["status"] == "completed"
     wait_for_health(mesh, "scheduler", "SERVING")
+    assert serving_gauge(mesh, "scheduler") == 1
     after = mesh.request("POST", "/execute", body)
     assert after.status == 200 and after.body["data"]["status"] == "completed", after.body

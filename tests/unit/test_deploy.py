@@ -812,9 +812,10 @@ def test_alerts_name_only_metrics_the_code_exports():
             assert used <= exported[metric], f"{name}: {metric} has no label {used - exported[metric]}"
         for by in re.findall(r"\bby \(([^)]*)\)", expr):
             assert {b.strip() for b in by.split(",")} <= labels, f"{name}: by ({by})"
-    # The scheduler's job label is its Service's name (the ServiceMonitor's default).
-    job = re.search(r'up\{job="([^"]+)"\}', alerts["QnetNoSchedulerServing"]["expr"]).group(1)
-    assert job == "qnet-scheduler" and job in objects("prod", "Service")
+    # "Serving" is the replicas' own health, not the scrape: a draining scheduler, or one without its database,
+    # counts as not serving. The label is the one the shared bootstrap sets (services/scheduler/main.py).
+    assert re.search(r'qnet_serving\{service="scheduler"\} == 1', alerts["QnetNoSchedulerServing"]["expr"])
+    assert 'serve("scheduler"' in (ROOT / "services" / "scheduler" / "main.py").read_text()
     served = set(re.findall(r'backend="(\w+)"', alerts["QnetBackendNotServed"]["expr"]))
     assert served == set(DEVICE_IDS)
     assert '"failed"' in (ROOT / "services" / "scheduler" / "metrics.py").read_text()  # status="failed" exists
