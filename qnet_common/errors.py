@@ -13,7 +13,10 @@ from typing import ClassVar
 
 ERROR_DOMAIN = "qnet.softquantus.com"
 
-# Canonical gRPC status -> HTTP status, as Envoy's transcoder maps them (kept here so docs and tests agree).
+# Canonical gRPC status -> HTTP status, as Envoy's transcoder maps them: the one table. The Lua filter's tables
+# and Envoy's local replies are generated from it (qnet_common/envoy_schema.py and envoy_config.py), docs
+# and tests read it. Where statuses share an HTTP status, the first listed names an HTTP error that comes
+# without the envelope (CODE_OF_HTTP_STATUS).
 HTTP_STATUS_OF_GRPC = {
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,
@@ -32,6 +35,24 @@ HTTP_STATUS_OF_GRPC = {
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }
+
+#: Codes only the HTTP edge answers with, no gRPC status behind them: a plain request to the WebSocket route.
+HTTP_ONLY_CODES = {426: "UPGRADE_REQUIRED"}
+#: The code of an HTTP error without the envelope whose status no table here names.
+OTHER_4XX_CODE = "INVALID_ARGUMENT"
+OTHER_5XX_CODE = "INTERNAL"
+#: HTTP status -> the code of an HTTP error that comes without the envelope (Envoy's own replies, a plain-text
+#: answer from an upstream): the first gRPC status with that HTTP status, or the edge's own.
+CODE_OF_HTTP_STATUS = {
+    **{status: next(name for name, its in HTTP_STATUS_OF_GRPC.items() if its == status)
+       for status in sorted(set(HTTP_STATUS_OF_GRPC.values()))},
+    **HTTP_ONLY_CODES,
+}
+
+
+def code_of_http_status(status: int) -> str:
+    """The code of an HTTP error (status 400 or more) that came without the envelope."""
+    return CODE_OF_HTTP_STATUS.get(status, OTHER_4XX_CODE if status < 500 else OTHER_5XX_CODE)
 
 
 class QnetError(Exception):
@@ -212,3 +233,13 @@ def all_error_types() -> list[type[QnetError]]:
 
 #: Every documented code and its error type.
 BY_CODE: dict[str, type[QnetError]] = {cls.code: cls for cls in all_error_types()}
+
+
+def http_status_of_code() -> dict[str, int]:
+    """Every code an error envelope can carry and its HTTP status: the documented ones, the bare gRPC statuses
+    (an error from outside qnet's interceptor) and the edge's own."""
+    return {
+        **{code: HTTP_STATUS_OF_GRPC[cls.grpc_code] for code, cls in BY_CODE.items()},
+        **{name: status for name, status in HTTP_STATUS_OF_GRPC.items() if name not in BY_CODE},
+        **{name: status for status, name in HTTP_ONLY_CODES.items()},
+    }

@@ -36,7 +36,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qnet_common.db import Database
-from qnet_common.envoy import EnvoyProcess, die_with_parent, render_config
+from qnet_common.envoy_config import render_config
+from qnet_common.envoy_process import EnvoyProcess, die_with_parent
 from qnet_common.keys import ApiKeyStore
 from qnet_common.settings import DEFAULT_PORTS, Settings
 

@@ -1,13 +1,17 @@
 -- qnet's REST edge in Envoy: strict JSON request bodies, and every error in the API's envelope
 -- {"success": false, "error": {"code": ..., "message": ...}}.
 --
--- render_config (qnet_common/envoy.py) prepends two tables generated from the descriptor set:
+-- qnet_common/envoy_schema.py prepends tables generated from the descriptor set:
 --   BODIES = { { "^POST /api/v2/network/execute$", "qnet.scheduler.v1.ExecuteRequest" }, ... }  (JSON bodies)
 --   MESSAGES[type] = { fields = { name = spec }, names = "a, b" }  where spec is true (any value), a message type
 --   name (an object), { map = spec } (an object with free keys, values per spec), { list = spec } (an array),
 --   or { scalar = "int32" | "uint32" | "int64" | "uint64" | "number" | "bool" | "string" | "enum" }.
 -- A value of the wrong JSON type, or an integer out of its field's range, is refused here with the field's
 -- path: the transcoder would fail on it with an internal error.
+-- and, from the error model qnet_common/errors.py (this file holds no copy of it):
+--   ENVELOPE (the envelope trailer's name), GRPC_CODES[number] = gRPC status name, HTTP_STATUS[code] = its HTTP
+--   status, CODE_OF_HTTP_STATUS[status] = the code of an HTTP error without the envelope (else OTHER_4XX_CODE
+--   or OTHER_5XX_CODE).
 
 -- Requests ----------------------------------------------------------------------------------------------
 -- The transcoder silently drops JSON fields the request message does not define (a misspelt "stratgy"
@@ -234,9 +238,9 @@ end
 local MAX_PATH = 2048
 local LUA_METADATA = "envoy.filters.http.lua"
 
-local function refuse(handle, status, message)
-  -- local_reply_config wraps it in the envelope (400: INVALID_ARGUMENT).
-  handle:respond({ [":status"] = status, ["content-type"] = "text/plain" }, message)
+local function refuse(handle, message)
+  -- local_reply_config wraps it in the envelope (INVALID_ARGUMENT).
+  handle:respond({ [":status"] = tostring(HTTP_STATUS.INVALID_ARGUMENT), ["content-type"] = "text/plain" }, message)
 end
 
 function envoy_on_request(handle)
@@ -251,12 +255,11 @@ function envoy_on_request(handle)
       handle:streamInfo():dynamicMetadata():set(LUA_METADATA, "grpc_typed_rest", "1")
     end
     if #path > MAX_PATH then
-      return refuse(handle, "400", string.format("request path of %d bytes: at most %d (ids are short)", #path,
-        MAX_PATH))
+      return refuse(handle, string.format("request path of %d bytes: at most %d (ids are short)", #path, MAX_PATH))
     end
     local escaped = path:match("%%[89a-fA-F]%x")
     if escaped ~= nil then
-      return refuse(handle, "400", "ids are ASCII letters, digits, '_' and '-': the path has the byte "
+      return refuse(handle, "ids are ASCII letters, digits, '_' and '-': the path has the byte "
         .. escaped .. "; check the id")
     end
   end
@@ -278,7 +281,7 @@ function envoy_on_request(handle)
   local text = body:getBytes(0, body:length())
   local _, err = check_value(text, skip_ws(text, 1), body_type, "", 0)
   if err ~= nil then
-    refuse(handle, "400", err)
+    refuse(handle, err)
   end
 end
 
@@ -290,27 +293,18 @@ end
 -- error from the WebSocket bridge) are converted from the Status JSON or wrapped, so no error escapes the
 -- envelope. Native gRPC responses pass untouched.
 
-local ENVELOPE = "qnet-error-envelope"
-local GRPC_CODES = {
-  [1] = "CANCELLED", [2] = "UNKNOWN", [3] = "INVALID_ARGUMENT", [4] = "DEADLINE_EXCEEDED", [5] = "NOT_FOUND",
-  [6] = "ALREADY_EXISTS", [7] = "PERMISSION_DENIED", [8] = "RESOURCE_EXHAUSTED", [9] = "FAILED_PRECONDITION",
-  [10] = "ABORTED", [11] = "OUT_OF_RANGE", [12] = "UNIMPLEMENTED", [13] = "INTERNAL", [14] = "UNAVAILABLE",
-  [15] = "DATA_LOSS", [16] = "UNAUTHENTICATED",
-}
-local HTTP_CODES = {
-  [400] = "INVALID_ARGUMENT", [401] = "UNAUTHENTICATED", [403] = "PERMISSION_DENIED", [404] = "NOT_FOUND",
-  [409] = "ABORTED", [426] = "UPGRADE_REQUIRED", [429] = "RESOURCE_EXHAUSTED", [500] = "INTERNAL",
-  [501] = "UNIMPLEMENTED", [503] = "UNAVAILABLE", [504] = "DEADLINE_EXCEEDED",
-}
+-- Longest message of an envelope made here (from Envoy's own text or an upstream's plain-text error), in bytes.
+local MAX_MESSAGE_BYTES = 1000
 
-local function json_escape(text)
-  return (text:gsub('[%c"\\]', function(c)
-    return string.format("\\u%04x", c:byte())
-  end))
-end
-
-local function envelope(code, escaped_message)
-  return '{"success":false,"error":{"code":"' .. code .. '","message":"' .. escaped_message .. '"}}'
+-- The one place the envelope is built here. `message` is plain text, cut to MAX_MESSAGE_BYTES and escaped; or,
+-- with `escaped`, already a JSON string's contents (taken from a google.rpc.Status the transcoder printed).
+local function envelope(code, message, escaped)
+  if not escaped then
+    message = message:sub(1, MAX_MESSAGE_BYTES):gsub('[%c"\\]', function(c)
+      return string.format("\\u%04x", c:byte())
+    end)
+  end
+  return '{"success":false,"error":{"code":"' .. code .. '","message":"' .. message .. '"}}'
 end
 
 -- A google.rpc.Status as the transcoder prints it: {"code":5,"message":"...","details":[...]}.
@@ -327,7 +321,7 @@ local function from_status_json(text)
   end
   local info = text:find('"@type":"type.googleapis.com/google.rpc.ErrorInfo"', 1, true)
   local reason = info and text:match('"reason":"([%w_]+)"', info)
-  return envelope(reason or GRPC_CODES[code] or "UNKNOWN", message)
+  return envelope(reason or GRPC_CODES[code] or "UNKNOWN", message, true)
 end
 
 local function replace_body(handle, text)
@@ -352,12 +346,12 @@ function envoy_on_response(handle)
       local _, raw = read_string(message, inner + 10)
       message = raw and raw:gsub('\\"', '"') or message
     end
-    headers:replace(":status", "400")
+    headers:replace(":status", tostring(HTTP_STATUS.INVALID_ARGUMENT))
     for _, name in ipairs({ "grpc-status", "grpc-message", "grpc-status-details-bin" }) do
       headers:remove(name)
     end
-    replace_body(handle, envelope("INVALID_ARGUMENT", json_escape(("the REST API takes JSON with Content-Type:"
-      .. " application/json (gRPC callers use the qnet.* gRPC paths): " .. message):sub(1, 1000))))
+    replace_body(handle, envelope("INVALID_ARGUMENT", "the REST API takes JSON with Content-Type:"
+      .. " application/json (gRPC callers use the qnet.* gRPC paths): " .. message))
     return
   end
   for _, name in ipairs({ "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding" }) do
@@ -382,11 +376,11 @@ function envoy_on_response(handle)
   elseif text:find('^{"code":%d') then
     replace_body(handle, from_status_json(text))
   elseif not (content_type:find("^application/json") and text:find('"success":false', 1, true)) then
-    local code = HTTP_CODES[status] or (status < 500 and "INVALID_ARGUMENT" or "INTERNAL")
+    local code = CODE_OF_HTTP_STATUS[status] or (status < 500 and OTHER_4XX_CODE or OTHER_5XX_CODE)
     local message = text:gsub("%s+$", "")
     if message == "" then
       message = "HTTP " .. status
     end
-    replace_body(handle, envelope(code, json_escape(message:sub(1, 1000))))
+    replace_body(handle, envelope(code, message))
   end
 end

@@ -3,7 +3,7 @@
     python deploy/k8s/render.py            # write base/generated/envoy.yaml and base/generated/qnet.pb
     python deploy/k8s/render.py --check    # exit 1 when the committed files differ from what it renders now
 
-The config is qnet_common.envoy.render_config's, as in `make run`, with each cluster's endpoint the DNS name of a
+The config is qnet_common.envoy_config.render_config's, as in `make run`, with each cluster's endpoint the DNS name of a
 headless Service (STRICT_DNS: every pod of the Service is an endpoint, health-checked on its own) and the
 descriptor set gen/qnet.pb (`make protos`) copied beside it. The kustomization in base/ turns both into the
 ConfigMap Envoy mounts at ENVOY_DIR. Run it after changing protos/, the template or the Lua filter.
@@ -18,7 +18,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
-from qnet_common.envoy import render_config  # noqa: E402 - after the path above
+from qnet_common.envoy_config import render_config  # noqa: E402 - after the path above
 from qnet_common.settings import DEFAULT_PORTS  # noqa: E402
 from services.mesh import PUBLIC  # noqa: E402
 

@@ -24,7 +24,9 @@ from qnet.backends.v1 import backend_service_pb2_grpc as bk_grpc
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from qnet_common.envoy import ENVELOPE_HEADER, EnvoyProcess, error_trailers, render_config
+from qnet_common.envoy import ENVELOPE_HEADER, error_trailers
+from qnet_common.envoy_config import render_config
+from qnet_common.envoy_process import EnvoyProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DESCRIPTOR = ROOT / "gen" / "qnet.pb"

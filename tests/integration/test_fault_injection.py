@@ -18,7 +18,8 @@ from qnet.scheduler.v1 import execution_service_pb2 as ex
 from qnet.scheduler.v1 import execution_service_pb2_grpc as ex_grpc
 
 from qnet_common.db import Database
-from qnet_common.envoy import EnvoyProcess, render_config
+from qnet_common.envoy_config import render_config
+from qnet_common.envoy_process import EnvoyProcess
 from qnet_common.keys import ApiKeyStore
 from services.scheduler.domain.engine import SUBMIT_CHECK_S
 from tests import procs
