@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from services.backends.domain.circuit import Circuit
-from services.backends.domain.compile import ionq_natives, stats, to_basis
+from services.backends.domain.compile import IONQ_NATIVES, ionq_natives, stats, to_basis
 from services.backends.domain.device import (
     Assessment,
     Calibration,
@@ -151,7 +151,8 @@ class IonQDevice(Device):
         probabilities = np.asarray(self._statevector.run(program, shots=0).result().values[0], dtype=float)
         survival = 1.0
         for op in natives:
-            survival *= 1.0 - (ARIA_2Q_ERROR if op.name == "ms" else ARIA_1Q_ERROR)
+            if op.name in IONQ_NATIVES:  # pulses only: measurements carry the readout error below
+                survival *= 1.0 - (ARIA_2Q_ERROR if op.name == "ms" else ARIA_1Q_ERROR)
         probabilities = survival * probabilities + (1.0 - survival) / probabilities.size
         k = len(qubits)
         tensor = probabilities.reshape((2,) * k)  # axis j = qubits[j], the first target most significant
@@ -168,7 +169,8 @@ class IonQDevice(Device):
         if not self.spec.noisy:
             return Assessment(depth, two_q, estimated_execution_s(shots, 0.0, 0.0, 0.0), 1.0)
         cal = self.spec.calibration
-        shot_s = (sum(ARIA_2Q_NS if op.name == "ms" else ARIA_1Q_NS for op in natives) + ARIA_READOUT_NS) * 1e-9
+        pulses_ns = sum(ARIA_2Q_NS if op.name == "ms" else ARIA_1Q_NS for op in natives if op.name in IONQ_NATIVES)
+        shot_s = (pulses_ns + ARIA_READOUT_NS) * 1e-9
         return Assessment(depth, two_q, estimated_execution_s(shots, shot_s, 0.0, 1.0),
                           success_probability(natives, cal, circuit.measured))
 

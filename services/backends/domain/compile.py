@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,21 @@ from services.backends.domain.circuit import Circuit, Op
 from services.backends.domain.gates import one_qubit_matrix, zyz_angles
 
 _I = np.eye(2, dtype=complex)
+
+#: A SWAP the router inserted, in logical terms: it moves states between physical qubits, so a simulation on
+#: logical qubits only relabels them; it costs the noise of three two-qubit gates on the qubits it moves.
+ROUTE_SWAP = "route_swap"
+
+#: Entry-wise tolerance for "this 2x2 unitary is the identity up to phase". A merged run of one-qubit gates
+#: carries float error of about 1e-15 per gate, so a true identity lands far inside 1e-9; a run within 1e-9 of
+#: the identity changes no probability by more than ~1e-9, which no number of shots a device allows can see.
+IDENTITY_TOLERANCE = 1e-9
+
+#: Radians within which a rotation angle counts as a special value (0, pi/2, pi): a zero rotation is dropped,
+#: pi/2 and pi take one pulse instead of two. zyz_angles recovers angles to ~1e-15 rad, so true special values
+#: land far inside; treating an angle 1e-9 rad away as the special value moves the unitary by 1e-9 / 2 in
+#: operator norm and a probability by at most ~1e-9, which no number of shots a device allows can see.
+ANGLE_TOLERANCE = 1e-9
 
 
 def to_basis(ops: Iterable[Op]) -> list[Op]:
@@ -74,10 +90,6 @@ def to_basis(ops: Iterable[Op]) -> list[Op]:
         out.extend(Op(n, qs, ps, condition=op.condition) for n, qs, ps in seq)
     return out
 
-
-#: A SWAP the router inserted, in logical terms: it moves states between physical qubits, so a simulation on
-#: logical qubits only relabels them; it costs the noise of three two-qubit gates on the qubits it moves.
-ROUTE_SWAP = "route_swap"
 
 
 def route(ops: Sequence[Op], num_qubits: int, coupling: Sequence[tuple[int, int]] | None,
@@ -205,8 +217,9 @@ def merge_one_qubit(ops: Sequence[Op]) -> list[tuple[str, tuple[int, ...], objec
 
 
 def is_identity(u: np.ndarray) -> bool:
-    phase = u[0, 0] if abs(u[0, 0]) > 1e-9 else 1
-    return np.allclose(u / phase, _I, atol=1e-9)
+    """True when the 2x2 unitary u is the identity up to global phase (within IDENTITY_TOLERANCE)."""
+    phase = u[0, 0] if abs(u[0, 0]) > IDENTITY_TOLERANCE else 1
+    return np.allclose(u / phase, _I, atol=IDENTITY_TOLERANCE)
 
 
 def _basis_with(ops: Sequence[Op], entangler: str) -> list[Op]:
@@ -233,34 +246,98 @@ def rigetti_natives(ops: Sequence[Op]) -> list[Op]:
             q = qubits[0]
             # RY(b) = RX(-pi/2) RZ(b) RX(pi/2) (in circuit order: RX(pi/2) first)
             seq = [("rz", c + 0.0), ("rx", math.pi / 2), ("rz", b), ("rx", -math.pi / 2), ("rz", a)]
-            if abs(b) < 1e-9:
+            if abs(b) < ANGLE_TOLERANCE:
                 seq = [("rz", a + c)]
-            out += [Op(n, (q,), (angle,)) for n, angle in seq if n == "rx" or abs(_wrap(angle)) > 1e-9]
+            out += [Op(n, (q,), (angle,)) for n, angle in seq if n == "rx" or abs(_wrap(angle)) > ANGLE_TOLERANCE]
         else:
             out.append(item)
     return out
+
+
+#: IonQ's native gates, phases in radians (IonQ's API writes them in turns, phase / 2pi), as IonQ's native-gate
+#: documentation defines them, with sigma(phi) = cos(phi) X + sin(phi) Y and the first qubit the left factor:
+#:   gpi(phi)          = sigma(phi) = [[0, e^{-i phi}], [e^{i phi}, 0]]              (a pi turn about sigma(phi))
+#:   gpi2(phi)         = exp(-i pi/4 sigma(phi)) = [[1, -i e^{-i phi}], [-i e^{i phi}, 1]] / sqrt(2)
+#:   ms(phi0, phi1)    = exp(-i pi/4 sigma(phi0) (x) sigma(phi1))          (fully entangling: IonQ's 0.25 turn)
+#: Z rotations are not pulses: IonQ applies them virtually by shifting the phases of the later pulses.
+IONQ_NATIVES = ("gpi", "gpi2", "ms")
+
+
+class IonQCircuit(NamedTuple):
+    """A circuit compiled to IonQ's natives.
+
+    `ops` holds gpi(phi), gpi2(phi), ms(phi0, phi1) (phases in `params`) and the measurements, in order.
+    `frame` is the virtual Z rotation each qubit still carries after its last pulse (qubit -> angle, zero
+    angles left out): the ops followed by RZ(frame[q]) on each qubit equal the input circuit up to global
+    phase. A Z rotation after the last pulse changes no measurement in the computational basis, so a device
+    runs `ops` alone.
+    """
+
+    ops: tuple[Op, ...]
+    frame: dict[int, float]
+
+
+def ionq_compile(ops: Sequence[Op]) -> IonQCircuit:
+    """Compiles to IonQ's GPI, GPI2 and MS with their phases.
+
+    Every two-qubit gate becomes cx gates (to_basis; cz as H-cx-H), every cx one MS:
+    cx(c, t) = RY(pi/2) on c, then MS(0, 0), then RX(-pi/2) on c and t, then RY(-pi/2) on c (up to global
+    phase). Each run of one-qubit gates, those corrections included, is merged into one unitary
+    e^{ig} RZ(a) RY(b) RZ(c) and emitted as RZ(c) (virtual), then RY(b) as pulses, then RZ(a) (virtual):
+    RY(b) is nothing for b = 0, one gpi2(pi/2) for b = pi/2, one gpi(pi/2) for b = pi, and otherwise
+    gpi2(0), RZ(b) (virtual), gpi2(pi) (RY(b) = RX(-pi/2) RZ(b) RX(pi/2)). A pulse of phase phi applied after
+    a virtual RZ(theta) is the pulse of phase phi - theta applied before it, so each qubit keeps the angle
+    of the Z rotations not yet applied (its frame) and every pulse is emitted with its phase shifted by it.
+    """
+    if any(op.condition is not None for op in ops):
+        raise ValueError("IonQ's native gates have no classical control")
+    logical: list[Op] = []
+    for op in _basis_with(ops, "cx"):
+        if op.name == "cx":
+            c, t = op.qubits
+            logical += [Op("ry", (c,), (math.pi / 2,)), Op("ms", (c, t), (0.0, 0.0)), Op("rx", (c,), (-math.pi / 2,)),
+                        Op("rx", (t,), (-math.pi / 2,)), Op("ry", (c,), (-math.pi / 2,))]
+        else:
+            logical.append(op)
+    frame: dict[int, float] = {}
+    out: list[Op] = []
+
+    def pulse(name: str, qubit: int, phase: float) -> None:
+        out.append(Op(name, (qubit,), (_wrap(phase - frame.get(qubit, 0.0)),)))
+
+    def turn(qubit: int, angle: float) -> None:
+        frame[qubit] = _wrap(frame.get(qubit, 0.0) + angle)
+
+    for name, qubits, item in merge_one_qubit(logical):
+        if name == "u":
+            q = qubits[0]
+            a, b, c = zyz_angles(item)  # b in [0, pi]
+            turn(q, c)
+            if abs(b - math.pi / 2) < ANGLE_TOLERANCE:
+                pulse("gpi2", q, math.pi / 2)  # RY(pi/2)
+            elif abs(b - math.pi) < ANGLE_TOLERANCE:
+                pulse("gpi", q, math.pi / 2)  # Y = i RY(pi)
+            elif b >= ANGLE_TOLERANCE:
+                pulse("gpi2", q, 0.0)  # RX(pi/2)
+                turn(q, b)
+                pulse("gpi2", q, math.pi)  # RX(-pi/2)
+            turn(q, a)
+        elif name == "ms":  # ms(0, 0) in the frame: MS(phi0, phi1) shifts like the pulses on its two qubits
+            out.append(Op("ms", qubits, tuple(_wrap(-frame.get(q, 0.0)) for q in qubits)))
+        elif name == "measure":
+            out.append(item)  # a Z-basis measurement commutes with the frame
+        elif name == "reset":
+            frame.pop(qubits[0], None)  # |0> carries no Z rotation
+            out.append(item)
+        else:
+            raise ValueError(f"no IonQ compilation for {name}")
+    return IonQCircuit(tuple(out), {q: angle for q, angle in sorted(frame.items()) if abs(angle) >= ANGLE_TOLERANCE})
 
 
 def ionq_natives(ops: Sequence[Op]) -> list[Op]:
-    """IonQ's GPI, GPI2 and MS: cx as MS plus four GPI2 (Z rotations are virtual); a one-qubit run as at
-    most GPI2-GPI-GPI2."""
-    out: list[Op] = []
-    for name, qubits, item in merge_one_qubit(_basis_with(ops, "cx")):
-        if name == "u":
-            if is_identity(item):
-                continue
-            _, b, _ = zyz_angles(item)
-            q = qubits[0]
-            if abs(b) < 1e-9:
-                continue  # a pure Z rotation: virtual, tracked in the following pulses' phases
-            out += [Op("gpi2", (q,)), Op("gpi", (q,)), Op("gpi2", (q,))] if abs(b - math.pi) < 1e-6 else [
-                Op("gpi2", (q,)), Op("gpi2", (q,))]
-        elif name == "cx":
-            c, t = qubits
-            out += [Op("gpi2", (c,)), Op("ms", (c, t)), Op("gpi2", (c,)), Op("gpi2", (t,)), Op("gpi2", (c,))]
-        else:
-            out.append(item)
-    return out
+    """What an IonQ device runs: ionq_compile's ops (the final virtual Z rotations change no measurement)."""
+    return list(ionq_compile(ops).ops)
+
 
 
 def _wrap(angle: float) -> float:
