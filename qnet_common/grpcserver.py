@@ -30,7 +30,7 @@ from qnet.common.v1 import access_pb2
 
 from qnet_common import errors, logs
 from qnet_common.db import Database
-from qnet_common.envoy import MAX_MESSAGE_CHARS, error_trailers
+from qnet_common.envoy import bounded_message, error_trailers
 from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import Registry, keep_registered
 from qnet_common.settings import Settings
@@ -127,9 +127,7 @@ def error_status(error: errors.QnetError) -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=error.code, domain=errors.ERROR_DOMAIN, metadata=error.metadata)
     # The message travels three times in the headers (grpc-message, the details, the envelope): bounded, so a
     # long one (every backend's error, say) cannot push the response past Envoy's header limit.
-    message = error.message
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[: MAX_MESSAGE_CHARS - 15] + " ... (truncated)"
+    message = bounded_message(error.message)
     detail = status_pb2.Status(code=code.value[0], message=message)
     detail.details.add().Pack(info)
     status = rpc_status.to_status(detail)
@@ -379,9 +377,10 @@ def use_pool(loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="blocking"))
 
 
-def serve(service: str, build: Callable[[Settings], Awaitable[Component]]) -> None:
-    """The `main` of a service: settings from the environment (its default ports from DEFAULT_PORTS), run until
-    SIGTERM/SIGINT, then drain."""
+def bootstrap(service: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """The `main` of every service process, gRPC or not (the gateway): settings from the environment (its
+    default ports from DEFAULT_PORTS; a malformed value stops it naming the variable), logging, the blocking
+    pool, and `run(settings, stop)` until SIGTERM/SIGINT sets `stop`."""
     try:
         settings = Settings.for_service(service)
     except ValueError as error:
@@ -395,8 +394,18 @@ def serve(service: str, build: Callable[[Settings], Awaitable[Component]]) -> No
         use_pool(loop, settings)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_event.set)
+        await run(settings, stop_event)
+
+    asyncio.run(main())
+
+
+def serve(service: str, build: Callable[[Settings], Awaitable[Component]]) -> None:
+    """The `main` of a gRPC service: bootstrap, then its component behind the shared server until SIGTERM, then
+    drain."""
+
+    async def run(settings: Settings, stop_event: asyncio.Event) -> None:
         keys = await asyncio.to_thread(open_keys, settings)
         component = await build(settings)
         await run_service(service, component, settings, keys, stop_event)
 
-    asyncio.run(main())
+    bootstrap(service, run)

@@ -28,9 +28,14 @@ import gen_protos  # noqa: E402 - scripts/ is not a package
 from google.api import annotations_pb2  # noqa: E402 - registers the google.api.http extension before parsing
 
 from qnet_common import errors  # noqa: E402
+from services.aggregator.domain.aggregation import METHODS  # noqa: E402
 from services.backends.domain.device import DEVICE_STATUSES  # noqa: E402
-from services.scheduler.domain.jobs import AGGREGATION_METHODS, STATUSES  # noqa: E402
-from services.scheduler.domain.strategies import STRATEGIES  # noqa: E402
+from services.scheduler.domain.jobs import STATUSES  # noqa: E402
+from services.scheduler.domain.strategies import STRATEGIES as _STRATEGIES  # noqa: E402
+
+STRATEGIES = tuple(_STRATEGIES)
+#: The aggregator owns the list of methods.
+AGGREGATION_METHODS = tuple(METHODS)
 
 PROTOS = ROOT / "protos"
 OUTPUT = ROOT / "deploy" / "openapi" / "qnet.swagger.json"
@@ -287,6 +292,7 @@ def build(work: pathlib.Path) -> dict:
     paths: dict[str, dict] = {}
     definitions: dict[str, dict] = {}
     outputs: list[str] = []
+    roots: list[str] = []  # every public route's request and response
     tags = []
     codes_of: dict[str, list[str]] = {}
     for file in public:
@@ -297,6 +303,7 @@ def build(work: pathlib.Path) -> dict:
                 if http_rule(method):
                     codes_of[method.name] = rpc_error_codes(comments.get((6, s_index, 2, m_index), ""))
                     outputs.append(method.output_type.lstrip("."))
+                    roots.extend((method.input_type.lstrip("."), method.output_type.lstrip(".")))
 
         generated = run_plugin(file.name, work)
         visible, enums = messages.visible_from(file.name)
@@ -333,6 +340,9 @@ def build(work: pathlib.Path) -> dict:
                     raise GenerationError(f"{verb.upper()} {path} is bound twice")
                 route[verb] = operation
 
+    # Only what a public route carries: the plugin also describes a file's internal messages (PlanJob's).
+    public_messages = messages.reachable(roots)
+    definitions = {full: schema for full, schema in definitions.items() if full in public_messages}
     # Short names: the message's own name where it is unique among the documented messages.
     short = {}
     for full in definitions:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 
 from prometheus_client import Gauge, start_http_server
 from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
 from websockets.asyncio.server import serve
 from websockets.http11 import Response
 
-from qnet_common import logs
 from qnet_common.db import Database
 from qnet_common.events import EventLog
 from qnet_common.grpcclient import channel
-from qnet_common.grpcserver import use_pool
+from qnet_common.grpcserver import bootstrap
 from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import Registry, keep_registered
 from qnet_common.settings import Settings
@@ -70,22 +67,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    try:
-        settings = Settings.for_service("gateway")
-    except ValueError as error:  # the same guard as every other service's
-        print(f"gateway: bad configuration: {error}", file=sys.stderr)
-        sys.exit(2)
-    logs.configure("gateway", settings.log_level)
-
-    async def amain() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        use_pool(loop, settings)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run(settings, stop)
-
-    asyncio.run(amain())
+    bootstrap("gateway", run)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,18 @@ def test_concurrent_retries_under_a_quota_that_fits_only_their_job_are_all_answe
     assert len({r.body["data"]["job_id"] for r in replies}) == 1
     refused = mesh.request("POST", "/execute", body, key=key, headers={"Idempotency-Key": "order-other"})
     assert (refused.status, refused.body["error"]["code"]) == (403, "QUOTA_EXCEEDED")
+
+
+def test_every_method_the_aggregator_lists_is_accepted_for_a_job_end_to_end(mesh):
+    """The aggregator owns the list of methods: the scheduler accepts whatever it lists, and nothing else."""
+    listed = [m["name"] for m in mesh.request("GET", "/aggregate/methods").body["data"]]
+    assert len(listed) == 4
+    for method in listed:
+        job = execute(mesh, backends=["ionq_simulator", "ibm_brisbane"], strategy="all", aggregate=True,
+                      aggregation_method=method)
+        assert job["status"] == "completed" and job["aggregation_method"] == method, job
+        assert sum(job["aggregated_counts"].values()) == 256
+    refused = mesh.request("POST", "/execute", {"qasm": BELL, "strategy": "all", "aggregate": True,
+                                                "aggregation_method": "trimmed_mean"})
+    assert (refused.status, refused.body["error"]["code"]) == (400, "INVALID_AGGREGATION_METHOD")
+    assert all(m in refused.body["error"]["message"] for m in listed)

@@ -10,8 +10,8 @@ import pytest
 
 from qnet_common import errors
 from qnet_common.db import Database
-from services.scheduler.adapters.job_store import MAX_CLAIMS, JobStore
-from services.scheduler.domain.jobs import COMPLETED, Job, JobRequest, Outcome, new_job_id
+from services.scheduler.adapters.job_store import JobStore
+from services.scheduler.domain.jobs import COMPLETED, MAX_CLAIMS, Job, JobRequest, Outcome, new_job_id
 from services.scheduler.domain.ports import Charge
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'

@@ -537,12 +537,13 @@ def test_envoy_clusters_resolve_the_headless_services():
 
 def main_defaults() -> dict[str, tuple[int, int]]:
     """service -> (gRPC or HTTP port, metrics port) its main.py starts on: DEFAULT_PORTS of the name it passes to
-    serve() or Settings.for_service()."""
+    serve(), bootstrap() or Settings.for_service()."""
     found = {}
     for path in sorted((ROOT / "services").glob("*/main.py")):
         names = {node.args[0].value for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-                 and (getattr(node.func, "id", "") == "serve" or getattr(node.func, "attr", "") == "for_service")}
+                 and (getattr(node.func, "id", "") in {"serve", "bootstrap"}
+                     or getattr(node.func, "attr", "") == "for_service")}
         assert names == {path.parent.name}, f"{path.relative_to(ROOT)} starts as {names}"
         found[path.parent.name] = DEFAULT_PORTS[path.parent.name]
     return found

@@ -101,22 +101,16 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         return ds.AssessCircuitResponse(assessments=results)
 
     async def _assess(self, device_id: str, circuit: Circuit, shots: int) -> ds.CircuitAssessment:
-        spec = self._fleet.device(device_id).spec
-        try:
-            found = await self._fleet.assess(device_id, circuit, shots)
-        except (errors.CircuitTooLarge, errors.UnsupportedInstruction, errors.InvalidShots) as error:
-            return ds.CircuitAssessment(device_id=device_id, runnable=False, reason=f"{error.code}: {error.message}",
-                                        currency=spec.price.currency, refusal_code=error.code)
-        return ds.CircuitAssessment(
-            device_id=device_id,
-            runnable=True,
-            cost=spec.price.cost(shots, found.estimated_execution_s),
-            currency=spec.price.currency,
-            estimated_execution_s=found.estimated_execution_s,
-            estimated_success_probability=found.estimated_success_probability,
-            compiled_depth=found.compiled_depth,
-            two_qubit_gates=found.two_qubit_gates,
-        )
+        quote = await self._fleet.quote(device_id, circuit, shots)
+        reply = ds.CircuitAssessment(device_id=device_id, runnable=quote.runnable, reason=quote.reason,
+                                     cost=quote.cost, currency=quote.currency, refusal_code=quote.refusal_code)
+        if quote.assessment is not None:
+            found = quote.assessment
+            reply.estimated_execution_s = found.estimated_execution_s
+            reply.estimated_success_probability = found.estimated_success_probability
+            reply.compiled_depth = found.compiled_depth
+            reply.two_qubit_gates = found.two_qubit_gates
+        return reply
 
     async def SetDeviceStatus(self, request, context):  # noqa: ANN001, N802
         await asyncio.to_thread(self._fleet.set_status, request.device_id, request.status)

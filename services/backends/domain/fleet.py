@@ -61,6 +61,20 @@ class Task:
         return errors.BackendExecutionError(f"{self.device_id} failed the task: {error}", backend=self.device_id)
 
 
+@dataclass(frozen=True)
+class Quote:
+    """A device's answer to "could you run this, and for how much?" (AssessCircuit)."""
+
+    device_id: str
+    runnable: bool
+    currency: str
+    cost: float = 0.0
+    assessment: Assessment | None = None
+    reason: str = ""
+    #: The documented 400 code when the device refuses the circuit itself.
+    refusal_code: str = ""
+
+
 class Fleet:
     """Routes tasks to devices. Status changes go through `on_status`, which persists and publishes them.
 
@@ -247,6 +261,18 @@ class Fleet:
         device = self.device(device_id)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, device.assess, circuit, shots)
+
+    async def quote(self, device_id: str, circuit: Circuit, shots: int) -> Quote:
+        """Whether the device can run the circuit and what it would cost: a circuit the device refuses (too
+        large, an instruction it lacks, shots beyond its limit) is not runnable, with the documented code."""
+        price = self.device(device_id).spec.price
+        try:
+            found = await self.assess(device_id, circuit, shots)
+        except (errors.CircuitTooLarge, errors.UnsupportedInstruction, errors.InvalidShots) as error:
+            return Quote(device_id, False, price.currency, reason=f"{error.code}: {error.message}",
+                         refusal_code=error.code)
+        return Quote(device_id, True, price.currency, cost=price.cost(shots, found.estimated_execution_s),
+                     assessment=found)
 
     def cancel(self, task_id: str) -> bool:
         if any(queue.cancel(task_id) for queue in self.queues.values()):

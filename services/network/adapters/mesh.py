@@ -8,12 +8,18 @@ import urllib.request
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qnet.scheduler.v1 import execution_service_pb2 as ex
+from qnet.scheduler.v1 import execution_service_pb2_grpc as ex_grpc
 
 from qnet_common.db import Database
 from qnet_common.device_router import DeviceRouter
+from qnet_common.grpcclient import channel, to_qnet_error
 from qnet_common.registry import Instance, Registry
 from qnet_common.settings import Settings
 from services.network.adapters.job_stats import JobStats
+
+#: A plan checks the circuit on every candidate: the scheduler bounds that (SUBMIT_CHECK_S, 10 s); this is more.
+PLAN_TIMEOUT_S = 20.0
 
 
 class Mesh:
@@ -21,7 +27,7 @@ class Mesh:
     LINKS = (
         ("envoy", "scheduler", "grpc"), ("envoy", "network", "grpc"), ("envoy", "aggregator", "grpc"),
         ("envoy", "gateway", "http"), ("gateway", "scheduler", "grpc"), ("scheduler", "backends", "grpc"),
-        ("scheduler", "aggregator", "grpc"), ("network", "backends", "grpc"),
+        ("scheduler", "aggregator", "grpc"), ("network", "backends", "grpc"), ("network", "scheduler", "grpc"),
     )
 
     def __init__(self, settings: Settings) -> None:
@@ -30,6 +36,8 @@ class Mesh:
         self.stats = JobStats(self._db)
         self.registry = Registry(self._db)
         self.router = DeviceRouter(self.registry, settings.service_key)
+        self._scheduler_channel = channel(settings.scheduler_addr, settings.service_key)
+        self._scheduler = ex_grpc.ExecutionServiceStub(self._scheduler_channel)
         self._health_channels: dict[str, grpc.aio.Channel] = {}
 
     async def devices(self, *, fresh: bool = True) -> list:
@@ -44,16 +52,12 @@ class Mesh:
             return [], False
         return devices, any(d.status != "offline" or d.num_qubits for d in devices)
 
-    async def assess(self, names: list[str], qasm: str, shots: int) -> dict:
-        return await self.router.assess(names, qasm, shots)
-
-    def peek_turn(self, rotation: str) -> int:
-        """The round_robin turn the next job over these backends will take (read only)."""
+    async def plan(self, request: ex.PlanJobRequest) -> ex.PlanJobResponse:
+        """The scheduler's plan of a job (it owns the planning rule: one for submissions and estimates)."""
         try:
-            rows = self._db.query("SELECT turn FROM round_robin WHERE rotation = ?", (rotation,))
-        except Exception:
-            return 0
-        return int(rows[0]["turn"]) + 1 if rows else 0
+            return await self._scheduler.PlanJob(request, timeout=PLAN_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            raise to_qnet_error(error) from None
 
     async def replicas(self) -> list[tuple[Instance, str]]:
         """Every registered replica with its health now: serving, not_serving, or gone (its lease lapsed)."""
@@ -76,6 +80,7 @@ class Mesh:
 
     async def close(self) -> None:
         await self.router.close()
+        await self._scheduler_channel.close()
         for ch in self._health_channels.values():
             await ch.close()
         self._db.close()

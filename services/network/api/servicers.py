@@ -10,18 +10,20 @@ from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
 from qnet.backends.v1 import backends_pb2 as bs_pb2
 from qnet.network.v1 import network_service_pb2 as nw
 from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
+from qnet.scheduler.v1 import execution_service_pb2 as ex
 
-from qnet_common import errors
 from qnet_common.envoy import EDGE_HEADER
 from services.network.adapters.mesh import Mesh
 from services.network.domain.status import BackendLine, network_status, percentile
-from services.scheduler.domain.jobs import validate_request
-from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
 
 #: The services of the mesh, as they register.
 SERVICES = ("scheduler", "backends", "aggregator", "network", "gateway")
 #: Replicas whose lease lapsed (they died) stay on the topology this long, marked gone.
 GONE_SHOWN_S = 300.0
+#: POST /estimate's strategy when the request names none (the spec: estimate execution cost).
+DEFAULT_ESTIMATE_STRATEGY = "cost_optimized"
+#: Every price is in US dollars.
+CURRENCY = "USD"
 
 
 class NetworkServicer(nw_grpc.NetworkServiceServicer):
@@ -54,7 +56,7 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
             ],
             shots_executed=stats.shots_executed,
             cost_spent=round(stats.cost_spent, 6),
-            currency="USD",
+            currency=CURRENCY,
         )
         for backend, b in sorted(stats.backends.items()):
             data.backends.add(
@@ -95,42 +97,15 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
         return nw.GetTopologyResponse(success=True, data=topology)
 
     async def EstimateCost(self, request, context):  # noqa: ANN001, N802
-        strategy = request.strategy or "cost_optimized"
-        job = validate_request(request.qasm, list(request.backends), strategy, request.shots, False, "", STRATEGIES)
-        devices = await self._mesh.devices()
-        by_id = {d.id: d for d in devices}
-        for backend in job.backends:
-            if backend not in by_id:
-                raise errors.BackendNotFound(
-                    f"backend {backend!r} not found; known backends: {', '.join(sorted(by_id))}", backend=backend
-                )
-        names = list(job.backends) or list(by_id)
-        assessments = await self._mesh.assess(names, job.qasm, job.shots)
-        candidates = [
-            Candidate(
-                backend=name, status=by_id[name].status, position=i, estimated_wait_s=by_id[name].estimated_wait_s,
-                success_probability=assessments[name].estimated_success_probability, cost=assessments[name].cost,
-                runnable=assessments[name].runnable, note=assessments[name].reason,
-                refusal=assessments[name].refusal_code,
-            )
-            for i, name in enumerate(names)
-        ]
-        estimate = nw.CostEstimate(strategy=strategy, shots=job.shots, currency="USD")
-        for c in candidates:
-            a = assessments[c.backend]
-            estimate.backends.add(backend=c.backend, cost=round(a.cost, 6),
-                                  estimated_execution_s=a.estimated_execution_s, eligible=c.eligible,
-                                  note=c.why_not)
-        if strategy == "round_robin":
-            turn = await asyncio.to_thread(self._mesh.peek_turn, ",".join(sorted(names)))
-        else:
-            turn = 0
-        selection = choose(strategy, candidates, turn)
-        selected = list(selection.order) if strategy == "all" else [selection.order[0]]
-        estimate.selected.extend(selected)
-        estimate.total_cost = round(sum(assessments[b].cost for b in selected), 6)
+        plan = await self._mesh.plan(ex.PlanJobRequest(
+            qasm=request.qasm, backends=list(request.backends), strategy=request.strategy, shots=request.shots,
+            default_strategy=DEFAULT_ESTIMATE_STRATEGY))
+        estimate = nw.CostEstimate(strategy=plan.strategy, shots=plan.shots, currency=CURRENCY,
+                                   selected=list(plan.selected), total_cost=plan.total_cost)
+        for b in plan.backends:
+            estimate.backends.add(backend=b.backend, cost=b.cost, estimated_execution_s=b.estimated_execution_s,
+                                  eligible=b.eligible, note=b.note)
         return nw.EstimateCostResponse(success=True, data=estimate)
-
 
 
 class BackendCatalogueServicer(bs_grpc.BackendServiceServicer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -51,10 +52,28 @@ class DeviceClient:
         await self._router.cancel(handle.address, handle.task_id)
 
 
+#: How long the aggregator's list of methods is trusted before it is asked again (a rolling upgrade may add one).
+METHODS_TTL_S = 60.0
+
+
 class AggregatorClient:
     def __init__(self, address: str, service_key: str) -> None:
         self._channel = channel(address, service_key)
         self._stub = ag_grpc.AggregationServiceStub(self._channel)
+        self._methods: tuple[str, ...] = ()
+        self._methods_at = -METHODS_TTL_S
+
+    async def methods(self) -> tuple[str, ...]:
+        """The aggregator's method names (it owns the list), asked again after METHODS_TTL_S; the last list
+        known while it cannot be reached, () when it never could."""
+        if time.monotonic() - self._methods_at >= METHODS_TTL_S:
+            try:
+                reply = await self._stub.ListMethods(ag.ListMethodsRequest(), timeout=5)
+            except grpc.aio.AioRpcError:
+                return self._methods
+            self._methods = tuple(m.name for m in reply.data)
+            self._methods_at = time.monotonic()
+        return self._methods
 
     async def aggregate(
         self, results: Sequence[tuple[str, Mapping[str, int], int, float]], method: str, shots: int

@@ -25,6 +25,7 @@ from services.scheduler.domain.jobs import (
     Outcome,
     Score,
     Selection,
+    abandoned,
 )
 from services.scheduler.domain.ports import Charge, TaskHandle
 
@@ -79,10 +80,6 @@ SCHEMA = (
         PRIMARY KEY (owner, day)
     )""",
 )
-
-#: A job claimed this many times without finishing (its schedulers kept dying) is failed, not retried forever.
-MAX_CLAIMS = 3
-
 
 def _outcome_to_json(outcome: Outcome) -> str:
     return json.dumps(dataclasses.asdict(outcome))
@@ -222,11 +219,8 @@ class JobStore:
             )
             if row is None:
                 return None
-            if row["claims"] >= MAX_CLAIMS:
-                outcome = Outcome(
-                    status=FAILED, error_code="INTERNAL",
-                    error_message=f"job abandoned: its scheduler stopped {row['claims']} times while running it",
-                )
+            outcome = abandoned(row["claims"])
+            if outcome is not None:
                 tx.execute(
                     "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL WHERE job_id = ?",
                     (FAILED, _outcome_to_json(outcome), now, row["job_id"]),
@@ -328,6 +322,11 @@ class JobStore:
                 (rotation,),
             )
             return int(tx.one("SELECT turn FROM round_robin WHERE rotation = ?", (rotation,))["turn"])
+
+    def peek_turn(self, rotation: str) -> int:
+        """The turn the next job over this rotation will take, without taking it (an estimate's view)."""
+        rows = self.db.query("SELECT turn FROM round_robin WHERE rotation = ?", (rotation,))
+        return int(rows[0]["turn"]) + 1 if rows else 0
 
     def _lock_usage(self, tx: Tx, owner: str, day: str) -> dict:
         """The owner's usage of the day, its row locked until the transaction ends (SQLite locks the database)."""

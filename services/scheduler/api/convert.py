@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from qnet.scheduler.v1 import execution_service_pb2 as ex
 from qnet.scheduler.v1 import jobs_pb2 as pb
 
 from services.scheduler.domain.jobs import Job
+from services.scheduler.domain.planning import Plan
 
 
 def _ts(seconds: float | None) -> Timestamp | None:
@@ -56,3 +58,14 @@ def job(job: Job) -> pb.Job:
     if outcome.error_code:
         message.error.CopyFrom(pb.JobError(code=outcome.error_code, message=outcome.error_message))
     return message
+
+
+def plan(found: Plan) -> ex.PlanJobResponse:
+    reply = ex.PlanJobResponse(strategy=found.request.strategy, shots=found.request.shots,
+                               selected=list(found.runs), total_cost=round(found.total_cost, 6))
+    for candidate in found.candidates:
+        assessment = found.assessments.get(candidate.backend)
+        reply.backends.add(backend=candidate.backend, cost=round(assessment.cost, 6) if assessment else 0.0,
+                           estimated_execution_s=assessment.estimated_execution_s if assessment else 0.0,
+                           eligible=candidate.eligible, note=candidate.why_not)
+    return reply

@@ -15,16 +15,7 @@ from qnet_common.events import TOPICS, Event, EventHub
 from qnet_common.grpcserver import Caller, current_caller
 from services.scheduler.api import convert
 from services.scheduler.domain.engine import Engine
-from services.scheduler.domain.jobs import (
-    DEFAULT_SHOTS,
-    FAILED,
-    JobRequest,
-    batch_status,
-    check_batch_size,
-    new_batch_id,
-    validate_request,
-)
-from services.scheduler.domain.strategies import STRATEGIES
+from services.scheduler.domain.jobs import FAILED, batch_status
 
 #: Failures that make POST /execute answer with an error (the job, failed, stays readable).
 _JOB_ERRORS = {"ALL_BACKENDS_FAILED": errors.AllBackendsFailed, "AGGREGATION_FAILED": errors.AggregationFailed,
@@ -54,9 +45,9 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         self._wait_s = wait_s
 
     async def Execute(self, request, context):  # noqa: ANN001, N802
-        job_request = validate_request(
+        job_request = await self._engine.validate(
             request.qasm, list(request.backends), request.strategy, request.shots, request.aggregate,
-            request.aggregation_method, STRATEGIES,
+            request.aggregation_method,
         )
         caller = _caller()
         job = await self._engine.submit(
@@ -73,31 +64,20 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         return ex.ExecuteResponse(success=True, data=convert.job(job))
 
     async def ExecuteBatch(self, request, context):  # noqa: ANN001, N802
-        check_batch_size(len(request.circuits))
         caller = _caller()
-        batch_id, created = await asyncio.to_thread(
-            self._engine.store.insert_batch, new_batch_id(), caller.key_id, [],
-            request.request_id or _metadata(context, "idempotency-key"),
-        )
-        if not created:
-            return await self.GetBatch(ex.GetBatchRequest(batch_id=batch_id), context)
-        jobs = []
-        for circuit in request.circuits:
-            try:
-                job_request = validate_request(
-                    circuit.qasm, list(circuit.backends or request.backends), circuit.strategy or request.strategy,
-                    circuit.shots or request.shots, False, "", STRATEGIES,
-                )
-                job = await self._engine.submit(caller.key_id, job_request, batch_id=batch_id,
-                                                quota=(caller.shots_per_day, caller.cost_per_day))
-            except errors.QnetError as error:
-                loose = JobRequest(circuit.qasm, tuple(circuit.backends or request.backends),
-                                   circuit.strategy or request.strategy or "fastest",
-                                   circuit.shots or request.shots or DEFAULT_SHOTS)
-                job = await self._engine.reject(caller.key_id, loose, error, batch_id)
-            jobs.append(job)
+        circuits = [{"qasm": c.qasm, "backends": list(c.backends or request.backends),
+                     "strategy": c.strategy or request.strategy, "shots": c.shots or request.shots}
+                    for c in request.circuits]
+        batch_id = await self._engine.submit_batch(
+            caller.key_id, circuits, request_id=request.request_id or _metadata(context, "idempotency-key"),
+            quota=(caller.shots_per_day, caller.cost_per_day))
         batch = await self.GetBatch(ex.GetBatchRequest(batch_id=batch_id), context)
         return ex.ExecuteBatchResponse(success=True, data=batch.data)
+
+    async def PlanJob(self, request, context):  # noqa: ANN001, N802
+        job_request = await self._engine.validate(request.qasm, list(request.backends), request.strategy,
+                                                  request.shots, default_strategy=request.default_strategy or "fastest")
+        return convert.plan(await self._engine.plan(job_request, peek_turn=True))
 
     async def GetBatch(self, request, context):  # noqa: ANN001, N802
         found = await asyncio.to_thread(self._engine.store.batch, request.batch_id)

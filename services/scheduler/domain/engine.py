@@ -18,6 +18,7 @@ from qnet_common import errors
 from services.scheduler.domain.jobs import (
     CANCELLED,
     COMPLETED,
+    DEFAULT_SHOTS,
     FAILED,
     QUEUED,
     RUNNING,
@@ -25,10 +26,14 @@ from services.scheduler.domain.jobs import (
     Job,
     JobRequest,
     Outcome,
+    check_batch_size,
+    new_batch_id,
     new_job_id,
 )
+from services.scheduler.domain.planning import Plan, candidates_of, plan_of
 from services.scheduler.domain.ports import Aggregator, Assessment, Charge, DeviceRun, Devices, TaskHandle
-from services.scheduler.domain.strategies import Candidate, choose
+from services.scheduler.domain.requests import validate_request
+from services.scheduler.domain.strategies import Candidate, choose, strategy_named
 
 log = logging.getLogger(__name__)
 
@@ -84,17 +89,27 @@ class Engine:
 
     # --- use cases ---------------------------------------------------------------------------------------
 
-    async def prepare(self, owner: str, request: JobRequest) -> dict[str, Assessment]:
-        """Checks the request against the network; raises BACKEND_NOT_FOUND, INVALID_QASM, NO_BACKENDS, and
-        BACKEND_UNAVAILABLE when the checks take over SUBMIT_CHECK_S (slow or unreachable backends)."""
+    async def validate(self, qasm: str, backends: list[str], strategy: str, shots: int, aggregate: bool = False,
+                       aggregation_method: str = "", *, default_strategy: str = "fastest") -> JobRequest:
+        """The request's fields checked (requests.validate_request); the aggregator is asked for its methods
+        only when the request aggregates or names one."""
+        methods = await self.aggregator.methods() if aggregate or aggregation_method else ()
+        return validate_request(qasm, backends, strategy, shots, aggregate, aggregation_method, methods,
+                                default_strategy=default_strategy)
+
+    async def plan(self, request: JobRequest, *, peek_turn: bool = False) -> Plan:
+        """The request checked against the network and what its strategy would pick now; raises
+        BACKEND_NOT_FOUND, INVALID_QASM, NO_BACKENDS (or the circuit's own 400), and BACKEND_UNAVAILABLE when
+        the checks take over SUBMIT_CHECK_S (slow or unreachable backends). `peek_turn`: a strategy with a
+        shared rotation shows the turn the next job would take (POST /estimate); else its first turn."""
         try:
             async with asyncio.timeout(SUBMIT_CHECK_S):
-                return await self._prepare(request)
+                return await self._plan(request, peek_turn)
         except TimeoutError:
             raise errors.BackendUnavailable(
                 f"checking the circuit against the backends took over {SUBMIT_CHECK_S:.0f} s; retry shortly") from None
 
-    async def _prepare(self, request: JobRequest) -> dict[str, Assessment]:
+    async def _plan(self, request: JobRequest, peek_turn: bool) -> Plan:
         known = await self.devices.list()
         by_id = {d.backend: d for d in known}
         unknown = [b for b in request.backends if b not in by_id]
@@ -105,26 +120,46 @@ class Engine:
             )
         names = list(request.backends) or [d.backend for d in known]
         assessments = await self.devices.assess(names, request.qasm, request.shots)
-        choose(request.strategy, await self._current_candidates(request, assessments, known))
-        return assessments
+        candidates = await self._current_candidates(request, assessments, known)
+        turn = 0
+        if peek_turn and strategy_named(request.strategy).shared_turn:
+            turn = await asyncio.to_thread(self.store.peek_turn, _rotation(candidates))
+        return plan_of(request, candidates, assessments, turn)
 
     async def submit(
         self, owner: str, request: JobRequest, *, request_id: str = "", quota: tuple[int | None, float | None] = (
             None, None), batch_id: str = "",
     ) -> Job:
-        assessments = await self.prepare(owner, request)
+        plan = await self.plan(request)
         job = Job(new_job_id(), owner, request, QUEUED, time.time(), batch_id=batch_id,
-                  assessments={k: vars(v) for k, v in assessments.items()})
-        charge = None
-        if quota != (None, None):
-            charge = Charge(_today(), self._shots_needed(request, assessments), self._cost_needed(request, assessments),
-                            *quota)
+                  assessments={k: vars(v) for k, v in plan.assessments.items()})
+        charge = Charge(_today(), plan.shots_needed, plan.cost_needed, *quota) if quota != (None, None) else None
         # One transaction: a retry of this request (same request_id) returns the first job, charged once.
         stored, created = await asyncio.to_thread(self.store.insert, job, request_id, charge)
         if created:
             self._on_job(stored.job_id, QUEUED, "", 0.0)
             self._wake.set()
         return stored
+
+    async def submit_batch(self, owner: str, circuits: list[dict], *, request_id: str = "",
+                           quota: tuple[int | None, float | None] = (None, None)) -> str:
+        """One job per circuit (`qasm`, `backends`, `strategy`, `shots`); a circuit refused at submission is
+        recorded as a failed job of the batch, so the batch reports it. A retried request_id returns the first
+        batch, unchanged. Returns the batch id."""
+        check_batch_size(len(circuits))
+        batch_id, created = await asyncio.to_thread(self.store.insert_batch, new_batch_id(), owner, [], request_id)
+        if not created:
+            return batch_id
+        for circuit in circuits:
+            try:
+                request = await self.validate(circuit["qasm"], circuit["backends"], circuit["strategy"],
+                                              circuit["shots"])
+                await self.submit(owner, request, batch_id=batch_id, quota=quota)
+            except errors.QnetError as error:
+                loose = JobRequest(circuit["qasm"], tuple(circuit["backends"]), circuit["strategy"] or "fastest",
+                                   circuit["shots"] or DEFAULT_SHOTS)
+                await self.reject(owner, loose, error, batch_id)
+        return batch_id
 
     async def reject(self, owner: str, request: JobRequest, error: errors.QnetError, batch_id: str) -> Job:
         """Records a batch circuit refused at submission as a failed job, so the batch reports it."""
@@ -311,9 +346,8 @@ class Engine:
             try:
                 candidates = await self._current_candidates(request, assessments)
                 turn = 0
-                if request.strategy == "round_robin":
-                    rotation = ",".join(sorted(c.backend for c in candidates))
-                    turn = await asyncio.to_thread(self.store.next_turn, rotation)
+                if strategy_named(request.strategy).shared_turn:
+                    turn = await asyncio.to_thread(self.store.next_turn, _rotation(candidates))
                 selection = choose(request.strategy, candidates, turn)
                 break
             except errors.Unavailable:
@@ -328,7 +362,7 @@ class Engine:
         handed = await asyncio.to_thread(self.store.tasks, job.job_id)
         limits = {c.backend: task_limit_s(c.estimated_wait_s, assessments[c.backend].estimated_execution_s
                                           if c.backend in assessments else 0.0) for c in candidates}
-        if request.strategy == "all":
+        if strategy_named(request.strategy).fan_out:
             outcome = await self._run_all(job, selection.order, assessments, handed, limits)
         else:
             outcome = await self._run_first(job, selection.order, handed, limits)
@@ -451,46 +485,15 @@ class Engine:
                                   known: list | None = None) -> list[Candidate]:
         """The candidates by the devices' statuses; when none is eligible by the (briefly cached) list, by a
         fresh one: a job is never refused or failed on a stale status."""
-        candidates = self._candidates(request, known or await self.devices.list(), assessments)
+        candidates = candidates_of(request, known or await self.devices.list(), assessments)
         if not any(c.eligible for c in candidates):
-            candidates = self._candidates(request, await self.devices.list(fresh=True), assessments)
+            candidates = candidates_of(request, await self.devices.list(fresh=True), assessments)
         return candidates
 
-    @staticmethod
-    def _candidates(request: JobRequest, known: list, assessments: dict[str, Assessment]) -> list[Candidate]:
-        by_id = {d.backend: d for d in known}
-        names = list(request.backends) or [d.backend for d in known]
-        result = []
-        for position, name in enumerate(names):
-            info = by_id.get(name)
-            found = assessments.get(name)
-            result.append(
-                Candidate(
-                    backend=name,
-                    status=info.status if info else "offline",
-                    position=position,
-                    estimated_wait_s=info.estimated_wait_s if info else 0.0,
-                    success_probability=found.success_probability if found else 0.0,
-                    cost=found.cost if found else 0.0,
-                    runnable=bool(found and found.runnable and info),
-                    note=(found.reason if found else "not assessed") if not (found and found.runnable) else "",
-                    refusal=found.refusal_code if found else "",
-                )
-            )
-        return result
 
-    @staticmethod
-    def _shots_needed(request: JobRequest, assessments: dict[str, Assessment]) -> int:
-        if request.strategy == "all":
-            return request.shots * max(1, sum(1 for a in assessments.values() if a.runnable))
-        return request.shots
-
-    @staticmethod
-    def _cost_needed(request: JobRequest, assessments: dict[str, Assessment]) -> float:
-        costs = [a.cost for a in assessments.values() if a.runnable]
-        if not costs:
-            return 0.0
-        return sum(costs) if request.strategy == "all" else max(costs)
+def _rotation(candidates: list[Candidate]) -> str:
+    """The shared rotation a set of candidates takes turns in (the same set, in any order, is one rotation)."""
+    return ",".join(sorted(c.backend for c in candidates))
 
 
 def _today() -> str:

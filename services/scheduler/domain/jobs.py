@@ -16,7 +16,8 @@ MAX_SHOTS = 100_000
 #: The longest lists a request may carry: backends of a job, circuits of a batch.
 MAX_BACKENDS = 32
 MAX_BATCH_CIRCUITS = 100
-AGGREGATION_METHODS = ("weighted_average", "majority_vote", "confidence_weighted", "median")
+#: The API's default for a request's aggregation_method (the aggregator owns the list of methods).
+DEFAULT_AGGREGATION_METHOD = "weighted_average"
 
 
 def new_job_id() -> str:
@@ -47,7 +48,7 @@ class JobRequest:
     strategy: str
     shots: int
     aggregate: bool = False
-    aggregation_method: str = "weighted_average"
+    aggregation_method: str = DEFAULT_AGGREGATION_METHOD
 
     def to_dict(self) -> dict:
         return {
@@ -59,40 +60,9 @@ class JobRequest:
     def from_dict(cls, data: dict) -> JobRequest:
         return cls(
             qasm=data["qasm"], backends=tuple(data["backends"]), strategy=data["strategy"], shots=data["shots"],
-            aggregate=data.get("aggregate", False), aggregation_method=data.get("aggregation_method",
-                                                                                "weighted_average"),
+            aggregate=data.get("aggregate", False),
+            aggregation_method=data.get("aggregation_method", DEFAULT_AGGREGATION_METHOD),
         )
-
-
-def validate_request(
-    qasm: str, backends: list[str], strategy: str, shots: int, aggregate: bool, aggregation_method: str,
-    strategies: tuple[str, ...],
-) -> JobRequest:
-    """Checks the fields a user sends; raises the documented 400 errors with what to change."""
-    strategy = strategy or "fastest"
-    if strategy not in strategies:
-        raise errors.InvalidStrategy(
-            f"unknown strategy {strategy!r}; use one of: {', '.join(strategies)}", strategy=strategy
-        )
-    if not qasm.strip():
-        raise errors.InvalidQasm("field 'qasm' is empty: send an OpenQASM 2.0 or 3.0 circuit")
-    if shots < 0 or shots > MAX_SHOTS:
-        raise errors.InvalidShots(f"shots={shots} is out of range: send 1 to {MAX_SHOTS} (0 means {DEFAULT_SHOTS})")
-    method = aggregation_method or "weighted_average"
-    if method not in AGGREGATION_METHODS:
-        raise errors.InvalidAggregationMethod(
-            f"unknown aggregation_method {method!r}; use one of: {', '.join(AGGREGATION_METHODS)}"
-        )
-    if aggregate and strategy != "all":
-        raise errors.InvalidArgument("aggregate=true needs strategy 'all' (aggregation combines several backends)")
-    if len(backends) > MAX_BACKENDS:
-        raise errors.InvalidArgument(
-            f"field 'backends' lists {len(backends)} backends: at most {MAX_BACKENDS} (GET /backends lists them)")
-    seen: list[str] = []
-    for backend in backends:
-        if backend not in seen:
-            seen.append(backend)
-    return JobRequest(qasm, tuple(seen), strategy, shots or DEFAULT_SHOTS, aggregate, method)
 
 
 def check_batch_size(circuits: int) -> None:
@@ -175,3 +145,16 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+#: A job claimed this many times without finishing (its schedulers kept dying) is failed, not retried forever.
+MAX_CLAIMS = 3
+
+
+def abandoned(claims: int) -> Outcome | None:
+    """The outcome of a job its schedulers took `claims` times without finishing: failed once that reaches
+    MAX_CLAIMS (a job that kills its scheduler must not take down every replica in turn), else None."""
+    if claims < MAX_CLAIMS:
+        return None
+    return Outcome(status=FAILED, error_code="INTERNAL",
+                   error_message=f"job abandoned: its scheduler stopped {claims} times while running it")

@@ -101,6 +101,9 @@ class Devices(Protocol):
 
 
 class Aggregator(Protocol):
+    async def methods(self) -> tuple[str, ...]:
+        """The aggregation methods there are (the aggregator owns the list); () when it cannot be asked."""
+
     async def aggregate(
         self, results: Sequence[tuple[str, Mapping[str, int], int, float]], method: str, shots: int
     ) -> Aggregated:

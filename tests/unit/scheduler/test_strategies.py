@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from qnet_common import errors
-from services.scheduler.domain.jobs import batch_status, validate_request
+from services.aggregator.domain.aggregation import METHODS
+from services.scheduler.domain.jobs import batch_status
+from services.scheduler.domain.requests import validate_request
 from services.scheduler.domain.strategies import STRATEGIES, Candidate, choose
 
 
@@ -85,7 +87,7 @@ def test_a_refusal_with_another_backend_merely_offline_is_still_the_circuits_fau
 
 def test_an_unknown_strategy_is_invalid_strategy_naming_the_valid_ones():
     with pytest.raises(errors.InvalidStrategy) as raised:
-        validate_request("OPENQASM 2.0;", [], "cheapest", 10, False, "", STRATEGIES)
+        validate_request("OPENQASM 2.0;", [], "cheapest", 10, False, "", tuple(METHODS))
     assert "cost_optimized" in raised.value.message and raised.value.http_status == 400
 
 
@@ -105,16 +107,16 @@ def test_the_choice_is_optimal_for_its_metric(figures):
 
 
 def test_request_validation_fills_defaults_and_rejects_bad_fields():
-    request = validate_request("OPENQASM 2.0;", ["a", "a", "b"], "", 0, False, "", STRATEGIES)
+    request = validate_request("OPENQASM 2.0;", ["a", "a", "b"], "", 0, False, "", tuple(METHODS))
     assert (request.strategy, request.shots, request.backends) == ("fastest", 1024, ("a", "b"))
     with pytest.raises(errors.InvalidShots):
-        validate_request("OPENQASM 2.0;", [], "fastest", -1, False, "", STRATEGIES)
+        validate_request("OPENQASM 2.0;", [], "fastest", -1, False, "", tuple(METHODS))
     with pytest.raises(errors.InvalidAggregationMethod):
-        validate_request("OPENQASM 2.0;", [], "all", 10, True, "mean", STRATEGIES)
+        validate_request("OPENQASM 2.0;", [], "all", 10, True, "mean", tuple(METHODS))
     with pytest.raises(errors.InvalidArgument):
-        validate_request("OPENQASM 2.0;", [], "fastest", 10, True, "", STRATEGIES)
+        validate_request("OPENQASM 2.0;", [], "fastest", 10, True, "", tuple(METHODS))
     with pytest.raises(errors.InvalidQasm):
-        validate_request("  ", [], "fastest", 10, False, "", STRATEGIES)
+        validate_request("  ", [], "fastest", 10, False, "", tuple(METHODS))
 
 
 @pytest.mark.parametrize(("statuses", "expected"), [
@@ -127,3 +129,21 @@ def test_request_validation_fills_defaults_and_rejects_bad_fields():
 ])
 def test_a_batch_status_follows_its_jobs(statuses, expected):
     assert batch_status(statuses) == expected
+
+
+def test_strategies_declare_what_running_them_needs():
+    """The engine asks the strategy, never its name: a shared turn for round_robin, a fan-out for all."""
+    assert [name for name, s in STRATEGIES.items() if s.shared_turn] == ["round_robin"]
+    assert [name for name, s in STRATEGIES.items() if s.fan_out] == ["all"]
+    assert STRATEGIES["all"].runs(("a", "b")) == ("a", "b") and STRATEGIES["fastest"].runs(("a", "b")) == ("a",)
+
+
+def test_aggregation_methods_are_the_aggregators_and_are_asked_only_when_needed():
+    # A method the aggregator lists is accepted though the scheduler has no list of its own ...
+    request = validate_request("OPENQASM 2.0;", [], "all", 10, True, "trimmed_mean", ("trimmed_mean",))
+    assert request.aggregation_method == "trimmed_mean"
+    # ... a request that does not aggregate needs no list; one that does, with the aggregator unreachable, is the
+    # retryable UNAVAILABLE rather than a wrong 400.
+    assert validate_request("OPENQASM 2.0;", [], "all", 10, False, "", ()).aggregation_method == "weighted_average"
+    with pytest.raises(errors.Unavailable):
+        validate_request("OPENQASM 2.0;", [], "all", 10, True, "median", ())
