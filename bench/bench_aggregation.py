@@ -58,7 +58,7 @@ def make_results(rng: np.random.Generator) -> list[BackendCounts]:
     return results
 
 
-def timed(call) -> tuple[float, float]:  # noqa: ANN001
+def timed(call) -> tuple[float, float]:
     call()  # warm up
     samples = []
     for _ in range(REPEATS):

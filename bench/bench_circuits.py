@@ -45,7 +45,7 @@ def random_gates(n: int, version: str) -> str:
     return "\n".join(lines)
 
 
-def timed(fn, repeats: int = REPEATS) -> float:  # noqa: ANN001
+def timed(fn, repeats: int = REPEATS) -> float:
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -111,7 +111,7 @@ def main() -> None:
         text = path.read_text()
         try:
             qasm2.loads(text, custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS)
-        except Exception:  # noqa: BLE001 - files Qiskit refuses (vqe_uccsd) are left out of both sums
+        except Exception:  # files Qiskit refuses (vqe_uccsd) are left out of both sums
             continue
         read += 1
         total_ours += timed(lambda t=text: parse(t), 3)

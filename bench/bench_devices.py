@@ -30,7 +30,7 @@ SHOTS = 1024
 QASMBENCH = ROOT.parent / "shared" / "qasmbench" / "small"
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
+def timed(fn, repeat: int) -> tuple[float, object]:
     times, result = [], None
     for _ in range(repeat):
         started = time.perf_counter()
@@ -39,13 +39,13 @@ def timed(fn, repeat: int) -> tuple[float, object]:  # noqa: ANN001
     return statistics.median(times), result
 
 
-def ibm_ratio(devices) -> tuple[str, float, float, float]:  # noqa: ANN001
+def ibm_ratio(devices) -> tuple[str, float, float, float]:
     from qiskit_aer import AerSimulator
     from qiskit_ibm_runtime.fake_provider import FakeBrisbane
 
     device = devices["ibm_brisbane"]
     device.run(parse(BELL), SHOTS)  # compile once (cached), as a running backend has
-    compiled = device._compile(parse(BELL), SHOTS)  # noqa: SLF001 - the very circuit the device runs
+    compiled = device._compile(parse(BELL), SHOTS)  # the very circuit the device runs
     backend = FakeBrisbane()
 
     def naive() -> dict[str, int]:
@@ -89,7 +89,7 @@ def rigetti_ratio() -> tuple[str, float, float, float]:
         loop_counts, ours.counts)
 
 
-def ionq_ratio(devices) -> tuple[str, float, float, float]:  # noqa: ANN001
+def ionq_ratio(devices) -> tuple[str, float, float, float]:
     from braket.circuits import Circuit
     from braket.devices import LocalSimulator
 
@@ -105,7 +105,7 @@ def ionq_ratio(devices) -> tuple[str, float, float, float]:  # noqa: ANN001
         braket_counts, ours.counts)
 
 
-def qasmbench_table(devices) -> list[str]:  # noqa: ANN001
+def qasmbench_table(devices) -> list[str]:
     rows = ["| circuit | " + " | ".join(DEVICE_IDS) + " |", "|---|" + "---|" * len(DEVICE_IDS)]
     for path in sorted(QASMBENCH.glob("*.qasm")):
         cells = []

@@ -30,21 +30,21 @@ BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0
 class InstantDevices:
     """A backend that answers at once: isolates the scheduler's own overhead."""
 
-    async def list(self):  # noqa: ANN201
+    async def list(self):
         return [DeviceInfo("instant", "online", 32, 0.0, 100_000)]
 
-    async def assess(self, backends, qasm, shots):  # noqa: ANN001, ANN201
+    async def assess(self, backends, qasm, shots):
         return {b: Assessment(b, True, "", 0.0, 0.0, 1.0) for b in backends}
 
-    async def run(self, backend, qasm, shots, task_id):  # noqa: ANN001, ANN201
+    async def run(self, backend, qasm, shots, task_id):
         return DeviceRun({"00": shots // 2, "11": shots - shots // 2}, 0.0, 0.0, 2, 1)
 
-    async def cancel(self, task_id):  # noqa: ANN001, ANN201
+    async def cancel(self, task_id):
         return None
 
 
 class NoAggregator:
-    async def aggregate(self, results, method, shots):  # noqa: ANN001, ANN201
+    async def aggregate(self, results, method, shots):
         return Aggregated({}, 1.0)
 
 

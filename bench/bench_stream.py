@@ -40,7 +40,7 @@ async def subscriber(url: str, latencies: list[float], ready: asyncio.Event, cou
             seen += 1
 
 
-async def run(mesh, subscribers: int) -> dict[str, float]:  # noqa: ANN001
+async def run(mesh, subscribers: int) -> dict[str, float]:
     url = mesh.url.replace("http://", "ws://") + "/stream"
     latencies: list[float] = []
     ready = asyncio.Event()

@@ -19,7 +19,7 @@ __all__ = ["AsyncClient", "Backend", "Batch", "Calibration", "Client", "Config",
            "NetworkStatus", "QnetError", "RetryPolicy", "WaitTimeout", "errors", "models"]
 
 
-def __getattr__(name: str):  # noqa: ANN202 - the asyncio client needs httpx (extra "client"): loaded on use
+def __getattr__(name: str):  # the asyncio client needs httpx (extra "client"): loaded on use
     if name == "AsyncClient":
         from qnet_client.aio import AsyncClient
 

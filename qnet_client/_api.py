@@ -27,7 +27,7 @@ def _circuit(item: str | Mapping[str, Any]) -> dict:
 class Routes:
     """The fifteen REST routes of /api/v2/network (the spec's fourteen and GET /execute/batch/{batch_id})."""
 
-    def _call(self, call: Call) -> Any:  # noqa: ANN401 - implemented by each client
+    def _call(self, call: Call) -> Any:  # implemented by each client
         raise NotImplementedError
 
     # --- execution ----------------------------------------------------------------------------------------

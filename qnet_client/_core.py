@@ -94,7 +94,7 @@ def new_idempotency_key() -> str:
     return f"qnetc-{uuid.uuid4().hex}"
 
 
-def read_answer(call: Call, status: int, raw: bytes) -> Any:  # noqa: ANN401
+def read_answer(call: Call, status: int, raw: bytes) -> Any:
     """The typed `data` of a success, or the documented error as an exception."""
     try:
         body = json.loads(raw) if raw else {}
@@ -215,7 +215,7 @@ def close_error(code: int | None, reason: str) -> QnetError | None:
     return None
 
 
-def poll_delays(start_s: float = 0.1, factor: float = 1.5, cap_s: float = 1.0):  # noqa: ANN201 - a generator
+def poll_delays(start_s: float = 0.1, factor: float = 1.5, cap_s: float = 1.0):  # a generator
     """Intervals between reads of a job in `wait()`: quick at first, then once a second."""
     delay = start_s
     while True:

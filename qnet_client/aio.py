@@ -59,7 +59,7 @@ class AsyncClient(Routes):
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _send_once(self, call: Call) -> Any:  # noqa: ANN401
+    async def _send_once(self, call: Call) -> Any:
         try:
             response = await self._http.request(call.method, self.config.base_url + call.path,
                                                  content=call.payload(), headers=call.headers(self.config.api_key))
@@ -67,7 +67,7 @@ class AsyncClient(Routes):
             raise connection_error(error) from error
         return read_answer(call, response.status_code, response.content)
 
-    async def _call(self, call: Call) -> Any:  # noqa: ANN401
+    async def _call(self, call: Call) -> Any:
         started = time.monotonic()
         attempt = 0
         connection_broke = False

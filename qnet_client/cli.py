@@ -152,7 +152,7 @@ class Output:
     def __init__(self, as_json: bool, out: TextIO, err: TextIO) -> None:
         self.as_json, self.out, self.err = as_json, out, err
 
-    def result(self, value: Any, lines: Callable[[], list[str]]) -> None:  # noqa: ANN401
+    def result(self, value: Any, lines: Callable[[], list[str]]) -> None:
         if self.as_json:
             json.dump(models.to_json(value), self.out, indent=2, sort_keys=False)
             self.out.write("\n")

@@ -61,7 +61,7 @@ class Client(Routes):
 
     # --- the transport ------------------------------------------------------------------------------------
 
-    def _send_once(self, call: Call) -> Any:  # noqa: ANN401
+    def _send_once(self, call: Call) -> Any:
         request = urllib.request.Request(self.config.base_url + call.path, data=call.payload(), method=call.method,
                                          headers=call.headers(self.config.api_key))
         try:
@@ -73,7 +73,7 @@ class Client(Routes):
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             raise connection_error(getattr(error, "reason", None) or error) from error
 
-    def _call(self, call: Call) -> Any:  # noqa: ANN401
+    def _call(self, call: Call) -> Any:
         started = time.monotonic()
         attempt = 0
         connection_broke = False

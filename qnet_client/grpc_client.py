@@ -40,7 +40,7 @@ def ensure_stubs() -> None:
         sys.path.append(str(gen))
 
 
-def _stubs():  # noqa: ANN202
+def _stubs():
     ensure_stubs()
     try:
         from qnet.aggregator.v1 import aggregation_service_pb2 as ag
@@ -57,7 +57,7 @@ def _stubs():  # noqa: ANN202
     return ag, ag_grpc, bs, bs_grpc, ns, ns_grpc, ex, ex_grpc
 
 
-def error_of(error: Any) -> QnetError:  # noqa: ANN401 - a grpc.RpcError
+def error_of(error: Any) -> QnetError:  # a grpc.RpcError
     """The documented error a gRPC failure carries (its ErrorInfo reason), else one named by its gRPC code."""
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
@@ -103,7 +103,7 @@ class GrpcClient:
         for channel in self._channels.values():
             channel.close()
 
-    def _call(self, method: Any, request: Any, idempotency_key: str = "") -> Any:  # noqa: ANN401
+    def _call(self, method: Any, request: Any, idempotency_key: str = "") -> Any:
         metadata = [("authorization", f"Bearer {self.api_key}")]
         if idempotency_key:
             metadata.append(("idempotency-key", idempotency_key))
@@ -114,54 +114,54 @@ class GrpcClient:
 
     # --- the public RPCs ----------------------------------------------------------------------------------
 
-    def execute(self, *, idempotency_key: str | None = None, **fields: Any) -> Any:  # noqa: ANN401
+    def execute(self, *, idempotency_key: str | None = None, **fields: Any) -> Any:
         """ExecutionService.Execute; `fields` are ExecuteRequest's (qasm, backends, strategy, shots, ...)."""
         ex = self._pb[6]
         return self._call(self.execution.Execute, ex.ExecuteRequest(**fields),
                           idempotency_key or new_idempotency_key())
 
-    def execute_batch(self, circuits: list[dict], *, idempotency_key: str | None = None, **fields: Any) -> Any:  # noqa: ANN401
+    def execute_batch(self, circuits: list[dict], *, idempotency_key: str | None = None, **fields: Any) -> Any:
         ex = self._pb[6]
         request = ex.ExecuteBatchRequest(circuits=[ex.BatchCircuit(**c) for c in circuits], **fields)
         return self._call(self.execution.ExecuteBatch, request, idempotency_key or new_idempotency_key())
 
-    def get_batch(self, batch_id: str) -> Any:  # noqa: ANN401
+    def get_batch(self, batch_id: str) -> Any:
         return self._call(self.execution.GetBatch, self._pb[6].GetBatchRequest(batch_id=batch_id))
 
-    def get_job(self, job_id: str) -> Any:  # noqa: ANN401
+    def get_job(self, job_id: str) -> Any:
         return self._call(self.execution.GetJob, self._pb[6].GetJobRequest(job_id=job_id))
 
-    def cancel_job(self, job_id: str) -> Any:  # noqa: ANN401
+    def cancel_job(self, job_id: str) -> Any:
         return self._call(self.execution.CancelJob, self._pb[6].CancelJobRequest(job_id=job_id))
 
-    def backends(self) -> Any:  # noqa: ANN401
+    def backends(self) -> Any:
         return self._call(self.backend_service.ListBackends, self._pb[2].ListBackendsRequest())
 
-    def backend(self, backend_id: str) -> Any:  # noqa: ANN401
+    def backend(self, backend_id: str) -> Any:
         return self._call(self.backend_service.GetBackend, self._pb[2].GetBackendRequest(id=backend_id))
 
-    def calibration(self, backend_id: str) -> Any:  # noqa: ANN401
+    def calibration(self, backend_id: str) -> Any:
         return self._call(self.backend_service.GetCalibration, self._pb[2].GetCalibrationRequest(id=backend_id))
 
-    def queue(self, backend_id: str) -> Any:  # noqa: ANN401
+    def queue(self, backend_id: str) -> Any:
         return self._call(self.backend_service.GetQueue, self._pb[2].GetQueueRequest(id=backend_id))
 
-    def status(self) -> Any:  # noqa: ANN401
+    def status(self) -> Any:
         return self._call(self.network.GetStatus, self._pb[4].GetStatusRequest())
 
-    def metrics(self) -> Any:  # noqa: ANN401
+    def metrics(self) -> Any:
         return self._call(self.network.GetMetrics, self._pb[4].GetMetricsRequest())
 
-    def topology(self) -> Any:  # noqa: ANN401
+    def topology(self) -> Any:
         return self._call(self.network.GetTopology, self._pb[4].GetTopologyRequest())
 
-    def estimate(self, **fields: Any) -> Any:  # noqa: ANN401
+    def estimate(self, **fields: Any) -> Any:
         return self._call(self.network.EstimateCost, self._pb[4].EstimateCostRequest(**fields))
 
-    def aggregate(self, results: list[dict], **fields: Any) -> Any:  # noqa: ANN401
+    def aggregate(self, results: list[dict], **fields: Any) -> Any:
         ag = self._pb[0]
         return self._call(self.aggregation.Aggregate,
                           ag.AggregateRequest(results=[ag.BackendResult(**r) for r in results], **fields))
 
-    def aggregation_methods(self) -> Any:  # noqa: ANN401
+    def aggregation_methods(self) -> Any:
         return self._call(self.aggregation.ListMethods, self._pb[0].ListMethodsRequest())

@@ -18,12 +18,12 @@ T = TypeVar("T")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
-def from_json(cls: type[T], data: Any) -> T:  # noqa: ANN401 - JSON is any
+def from_json(cls: type[T], data: Any) -> T:  # JSON is any
     """Builds `cls` (a dataclass, a list[...] or dict[...] of them, or a scalar) from decoded JSON."""
     return _convert(cls, data)
 
 
-def _convert(kind: Any, value: Any) -> Any:  # noqa: ANN401
+def _convert(kind: Any, value: Any) -> Any:
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
@@ -47,7 +47,7 @@ def _convert(kind: Any, value: Any) -> Any:  # noqa: ANN401
     return value
 
 
-def to_json(obj: Any) -> Any:  # noqa: ANN401
+def to_json(obj: Any) -> Any:
     """Plain JSON values of a result (for `--json` and for logging)."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

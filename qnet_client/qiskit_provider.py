@@ -52,7 +52,7 @@ from qnet_client.errors import QnetError, WaitTimeout
 MAX_CIRCUITS = 100
 
 
-def _gate(native: str):  # noqa: ANN202 - a Qiskit instruction, or None
+def _gate(native: str):  # a Qiskit instruction, or None
     """The Qiskit standard gate for a qnet native gate name. IonQ's GPI(φ) is R(π, φ) up to a global phase and
     GPI2(φ) is R(π/2, φ), so both are `r`; MS is locally equivalent to RXX, which qnet compiles to MS."""
     a, b, c = Parameter("a"), Parameter("b"), Parameter("c")
@@ -236,7 +236,7 @@ class QnetBackend(BackendV2):
     def _default_options(cls) -> Options:
         return Options(shots=1024, memory=False, memory_from_counts=False, seed_simulator=None)
 
-    def run(self, run_input: QuantumCircuit | Sequence[QuantumCircuit], **options: Any) -> QnetJob:  # noqa: ANN401
+    def run(self, run_input: QuantumCircuit | Sequence[QuantumCircuit], **options: Any) -> QnetJob:
         """Submits the circuits (OpenQASM) to this backend: one qnet job, or a batch for several circuits.
         Options: shots, memory (see the module's note), memory_from_counts, seed_simulator."""
         unknown = set(options) - set(self.options.__dict__)

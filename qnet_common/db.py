@@ -272,7 +272,7 @@ class Listener:
                     while not self._stopping.is_set():
                         for notice in conn.notifies(timeout=1.0):
                             self._on_notify(notice.payload)
-            except Exception:  # noqa: BLE001 - an outage: reconnect shortly
+            except Exception:  # an outage: reconnect shortly
                 log.debug("listener on %s lost its connection", self._channel, exc_info=True)
                 self._stopping.wait(self.RECONNECT_S)
 

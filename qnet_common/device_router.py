@@ -262,7 +262,7 @@ class DeviceRouter:
         self._listed = None
         return reply.device
 
-    async def _call(self, method: Callable, request: object, timeout: float, address: str = ""):  # noqa: ANN205
+    async def _call(self, method: Callable, request: object, timeout: float, address: str = ""):
         try:
             reply = await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as error:

@@ -70,7 +70,7 @@ def body_schema(descriptor_path: str, services: list[str]) -> str:
     files = descriptor_pb2.FileDescriptorSet.FromString(pathlib.Path(descriptor_path).read_bytes()).file
     messages: dict[str, descriptor_pb2.DescriptorProto] = {}
 
-    def collect(prefix: str, types) -> None:  # noqa: ANN001 - repeated DescriptorProto
+    def collect(prefix: str, types) -> None:  # repeated DescriptorProto
         for message in types:
             messages[f"{prefix}.{message.name}"] = message
             collect(f"{prefix}.{message.name}", message.nested_type)

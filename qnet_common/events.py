@@ -108,7 +108,7 @@ class EventLog:
 
 
 def tx_dialect(tx: Tx) -> str:
-    return tx._db.dialect  # noqa: SLF001 - Tx is this package's own type
+    return tx._db.dialect  # Tx is this package's own type
 
 
 class EventHub:

@@ -183,7 +183,7 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
         self._service = service
         self._auth = authenticator
 
-    async def intercept_service(self, continuation, details):  # noqa: ANN001 - grpc's own signature
+    async def intercept_service(self, continuation, details):  # grpc's own signature
         handler = await continuation(details)
         if handler is None:
             return None
@@ -212,7 +212,7 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             inner = handler.unary_unary
 
-            async def unary_unary(request, context):  # noqa: ANN001
+            async def unary_unary(request, context):
                 started = time.perf_counter()
                 try:
                     await authenticate(context)
@@ -231,7 +231,7 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             inner_stream = handler.unary_stream
 
-            async def unary_stream(request, context):  # noqa: ANN001
+            async def unary_stream(request, context):
                 started = time.perf_counter()
                 try:
                     await authenticate(context)
@@ -253,7 +253,7 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
         if is_open:  # health's and reflection's own streams
             return handler
 
-        async def refuse(request_iterator, context):  # noqa: ANN001
+        async def refuse(request_iterator, context):
             status = error_status(errors.PermissionDenied(f"{method}: client-streaming RPCs are not served"))
             await context.abort(status.code, status.details, status.trailing_metadata)
 

@@ -93,7 +93,7 @@ class Server:
         return self.admin_dsn
 
     @contextlib.contextmanager
-    def database(self):  # noqa: ANN201
+    def database(self):
         """A fresh, empty database for one test, dropped afterwards."""
         name = f"qnet_test_{secrets.token_hex(4)}"
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:

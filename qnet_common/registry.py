@@ -98,6 +98,6 @@ async def keep_registered(registry: Registry, instance_id: str, service: str, ad
     while True:
         try:
             await asyncio.to_thread(registry.register, instance_id, service, address, devices)
-        except Exception:  # noqa: BLE001 - the database is down: the lease may lapse, the next beat restores it
+        except Exception:  # the database is down: the lease may lapse, the next beat restores it
             log.warning("renewing the registration of %s failed", instance_id, exc_info=True)
         await asyncio.sleep(HEARTBEAT_S)

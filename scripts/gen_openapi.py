@@ -197,7 +197,7 @@ def _squash(full_name: str) -> list[str]:
     return ["".join(parts[i:]) for i in range(len(parts))]
 
 
-def _walk(node: object, visit) -> None:  # noqa: ANN001 - a callable on every dict
+def _walk(node: object, visit) -> None:  # a callable on every dict
     if isinstance(node, dict):
         visit(node)
         for value in node.values():

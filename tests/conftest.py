@@ -48,13 +48,13 @@ _README = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md
 _skipped: list[tuple[str, str]] = []
 
 
-def pytest_runtest_logreport(report):  # noqa: ANN001, ANN201
+def pytest_runtest_logreport(report):
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         _skipped.append((report.nodeid, reason.removeprefix("Skipped: ")))
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ANN001, ANN201
+def pytest_sessionfinish(session, exitstatus):
     readme = _README.read_text()
     unexplained = [(node, reason) for node, reason in _skipped if reason not in readme]
     if unexplained:

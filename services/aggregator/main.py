@@ -12,7 +12,7 @@ from services.aggregator.api.servicers import AggregationServicer
 class AggregatorComponent:
     service_names = (aggregation_service_pb2.DESCRIPTOR.services_by_name["AggregationService"].full_name,)
 
-    def register(self, server) -> None:  # noqa: ANN001
+    def register(self, server) -> None:
         aggregation_service_pb2_grpc.add_AggregationServiceServicer_to_server(AggregationServicer(), server)
 
     async def start(self) -> None:

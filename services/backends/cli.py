@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def set_status(address: str, key: str, backend: str, status: str, timeout: float = 10):  # noqa: ANN201
+def set_status(address: str, key: str, backend: str, status: str, timeout: float = 10):
     """Sets a device's status through any backends replica; returns the device. Raises grpc.RpcError.
     Also used by `qnet admin backend set-status`."""
     with grpc.insecure_channel(address) as channel:

@@ -57,7 +57,7 @@ class BackendsComponent:
         """The devices this replica serves, as the mesh's registry lists them."""
         return tuple(self.fleet.devices)
 
-    def register(self, server) -> None:  # noqa: ANN001
+    def register(self, server) -> None:
         metrics.watch(self.fleet)
         backend_service_pb2_grpc.add_BackendServiceServicer_to_server(BackendServicer(self.fleet), server)
         device_service_pb2_grpc.add_DeviceServiceServicer_to_server(

@@ -103,7 +103,7 @@ class Fanout:
             try:
                 self._cursor = await asyncio.to_thread(self._start_at)
                 break
-            except Exception:  # noqa: BLE001 - the database is down: the bridge waits for it, as its clients do
+            except Exception:  # the database is down: the bridge waits for it, as its clients do
                 log.warning("reading the event log's last id failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
         while True:

@@ -27,7 +27,7 @@ CONNECTIONS = Gauge("qnet_gateway_websocket_connections", "Open WebSocket connec
 DRAINING = asyncio.Event()
 
 
-def _health(connection, request) -> Response | None:  # noqa: ANN001
+def _health(connection, request) -> Response | None:
     if request.path == "/healthz":
         return connection.respond(503, "draining\n") if DRAINING.is_set() else connection.respond(200, "ok\n")
     return None

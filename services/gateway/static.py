@@ -134,7 +134,7 @@ class StaticFiles:
 def hook(files: StaticFiles, fallback: Callable[[object, Request], Response | None]) -> Callable:
     """A websockets `process_request`: the table's paths first, then `fallback` (health, the stream)."""
 
-    def process_request(connection, request: Request) -> Response | None:  # noqa: ANN001
+    def process_request(connection, request: Request) -> Response | None:
         if files.handles(request.path):
             return files.respond(request)
         return fallback(connection, request)

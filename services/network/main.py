@@ -7,7 +7,7 @@ from qnet.network.v1 import network_service_pb2, network_service_pb2_grpc
 
 from qnet_common.grpcserver import serve
 from qnet_common.settings import Settings
-from services.network.adapters.mesh import Mesh
+from services.network.adapters.mesh_view import MeshView
 from services.network.api.servicers import BackendCatalogueServicer, NetworkServicer
 
 
@@ -18,9 +18,9 @@ class NetworkComponent:
     )
 
     def __init__(self, settings: Settings) -> None:
-        self._mesh = Mesh(settings)
+        self._mesh = MeshView(settings)
 
-    def register(self, server) -> None:  # noqa: ANN001
+    def register(self, server) -> None:
         network_service_pb2_grpc.add_NetworkServiceServicer_to_server(NetworkServicer(self._mesh), server)
         backend_service_pb2_grpc.add_BackendServiceServicer_to_server(BackendCatalogueServicer(self._mesh), server)
 

@@ -41,7 +41,7 @@ class SchedulerComponent:
             on_job=record_job,
         )
 
-    def register(self, server) -> None:  # noqa: ANN001
+    def register(self, server) -> None:
         execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(
             ExecutionServicer(self.engine, self._settings.execute_wait_s), server
         )

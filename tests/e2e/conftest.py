@@ -78,7 +78,7 @@ class RunningMesh:
                 parsed = {"_raw": text.decode(errors="replace")}
             return Reply(error.code, parsed, {k.lower(): v for k, v in error.headers.items()})
 
-    def create_key(self, name: str, **options) -> str:  # noqa: ANN003
+    def create_key(self, name: str, **options) -> str:
         store = ApiKeyStore(Database(self.db_url or f"sqlite:///{self.data_dir / 'qnet.db'}"))
         return store.create(name, **options)[1]
 

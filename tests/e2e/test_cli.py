@@ -21,7 +21,7 @@ from tests.e2e.test_slice import BELL
 QNET = pathlib.Path(sys.executable).parent / "qnet"  # installed by `make setup` (pyproject's console_scripts)
 
 
-def env_for(mesh, key: str | None = DEV_KEY) -> dict[str, str]:  # noqa: ANN001
+def env_for(mesh, key: str | None = DEV_KEY) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QNET_", "QCOS_"))}
     env.update(QNET_URL=mesh.url.removesuffix("/api/v2/network"), QNET_DATA_DIR=str(mesh.data_dir))
     if key is not None:
@@ -29,7 +29,7 @@ def env_for(mesh, key: str | None = DEV_KEY) -> dict[str, str]:  # noqa: ANN001
     return env
 
 
-def qnet(mesh, *args: str, key: str | None = DEV_KEY, timeout: float = 120) -> subprocess.CompletedProcess:  # noqa: ANN001
+def qnet(mesh, *args: str, key: str | None = DEV_KEY, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([str(QNET), *args], env=env_for(mesh, key), cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -16,11 +16,11 @@ from tests.e2e.test_slice import BELL
 from tests.faultproxy import FaultProxy
 
 
-def envoy_address(mesh) -> str:  # noqa: ANN001
+def envoy_address(mesh) -> str:
     return mesh.url.split("://", 1)[1].split("/", 1)[0]
 
 
-def via(proxy: FaultProxy, mesh) -> str:  # noqa: ANN001
+def via(proxy: FaultProxy, mesh) -> str:
     return mesh.url.replace(envoy_address(mesh), proxy.address)
 
 

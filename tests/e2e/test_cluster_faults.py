@@ -50,7 +50,7 @@ def cluster_on_private_postgres(tmp_path):
     server.stop()
 
 
-def pid_listening_on(mesh, address: str) -> int:  # noqa: ANN001
+def pid_listening_on(mesh, address: str) -> int:
     port = int(address.rsplit(":", 1)[1])
     for child in psutil.Process(mesh.process.pid).children(recursive=True):
         try:
@@ -64,7 +64,7 @@ def pid_listening_on(mesh, address: str) -> int:  # noqa: ANN001
 class Load:
     """Submits a job every `period` seconds from a thread; retries retryable refusals with the same key."""
 
-    def __init__(self, mesh, period: float = 0.05, *, reads: bool = True) -> None:  # noqa: ANN001
+    def __init__(self, mesh, period: float = 0.05, *, reads: bool = True) -> None:
         self.mesh = mesh
         self.period = period
         self.reads = reads
@@ -116,7 +116,7 @@ class Load:
 class Watchers:
     """WebSocket clients through Envoy that resume with `since` after any close; they record job events."""
 
-    def __init__(self, mesh, count: int = 2) -> None:  # noqa: ANN001
+    def __init__(self, mesh, count: int = 2) -> None:
         self.url = mesh.url.replace("http://", "ws://") + "/stream"
         self.seen = [collections.defaultdict(list) for _ in range(count)]
         self.reconnects = [0] * count
@@ -159,12 +159,12 @@ class Watchers:
                             self.seen[index][message["job_id"]].append(message["status"])
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the bridge or Envoy went away: resume from the last event
+            except Exception:  # the bridge or Envoy went away: resume from the last event
                 pass
             self.reconnects[index] += 1
             await asyncio.sleep(0.3)
 
-    def wait_terminal(self, job_ids, timeout: float) -> None:  # noqa: ANN001
+    def wait_terminal(self, job_ids, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             missing = [(i, j) for i, seen in enumerate(self.seen) for j in job_ids
@@ -175,7 +175,7 @@ class Watchers:
             time.sleep(0.5)
 
 
-def wait_served(mesh, since: float) -> float:  # noqa: ANN001
+def wait_served(mesh, since: float) -> float:
     """Seconds from `since` until a request is answered normally again."""
     while True:
         reply = mesh.request("GET", "/status", timeout=10)
@@ -185,7 +185,7 @@ def wait_served(mesh, since: float) -> float:  # noqa: ANN001
         time.sleep(0.2)
 
 
-def wait_jobs(mesh, job_ids, timeout: float) -> dict[str, dict]:  # noqa: ANN001
+def wait_jobs(mesh, job_ids, timeout: float) -> dict[str, dict]:
     deadline = time.monotonic() + timeout
     found: dict[str, dict] = {}
     for job_id in job_ids:
@@ -199,13 +199,13 @@ def wait_jobs(mesh, job_ids, timeout: float) -> dict[str, dict]:  # noqa: ANN001
     return found
 
 
-def executions(mesh) -> collections.Counter:  # noqa: ANN001
+def executions(mesh) -> collections.Counter:
     """Device executions per job, from the adapters' log lines."""
     text = (mesh.data_dir / "mesh.log").read_text()
     return collections.Counter(m.group(1) for m in re.finditer(r"executing task=(net_job_\w+)\.", text))
 
 
-def terminal_event_counts(mesh, job_ids) -> dict[str, int]:  # noqa: ANN001
+def terminal_event_counts(mesh, job_ids) -> dict[str, int]:
     from qnet_common.db import Database
 
     db = Database(mesh.db_url)

@@ -24,7 +24,7 @@ SIX_BACKENDS = {"local_simulator", "ionq_simulator", "ionq_aria", "ibm_brisbane"
 TIMEOUT_MS = 30_000
 
 
-def origin(mesh) -> str:  # noqa: ANN001
+def origin(mesh) -> str:
     return mesh.url.removesuffix("/api/v2/network")
 
 
@@ -60,7 +60,7 @@ def page(browser, request):
     assert not errors, f"the page threw: {errors}"
 
 
-def open_console(page: Page, mesh, key: str = DEV_KEY) -> None:  # noqa: ANN001
+def open_console(page: Page, mesh, key: str = DEV_KEY) -> None:
     page.goto(f"{origin(mesh)}/console#key={key}")
 
 
@@ -142,7 +142,7 @@ def test_a_submitted_bell_job_appears_live_and_opens_to_its_histogram(single_mes
     sent: list[dict] = []
     url = origin(single_mesh).replace("http://", "ws://") + "/api/v2/network/stream"
 
-    def relay(socket) -> None:  # noqa: ANN001 - a Playwright WebSocketRoute
+    def relay(socket) -> None:  # a Playwright WebSocketRoute
         server = socket.connect_to_server()
         socket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))
 
@@ -173,7 +173,7 @@ def test_the_stream_resumes_with_since_after_a_reconnect(single_mesh, page):
     routes: list = []
     url = origin(single_mesh).replace("http://", "ws://") + "/api/v2/network/stream"
 
-    def relay(socket) -> None:  # noqa: ANN001 - a Playwright WebSocketRoute
+    def relay(socket) -> None:  # a Playwright WebSocketRoute
         server = socket.connect_to_server()
         routes.append(socket)
         socket.on_message(lambda message: (sent.append(json.loads(message)), server.send(message)))

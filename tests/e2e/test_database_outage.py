@@ -34,20 +34,20 @@ def mesh_on_private_postgres(tmp_path):
     server.stop()
 
 
-def health(mesh, service: str) -> str:  # noqa: ANN001
+def health(mesh, service: str) -> str:
     with grpc.insecure_channel(mesh.addresses[service]) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def serving_gauge(mesh, service: str) -> float:  # noqa: ANN001
+def serving_gauge(mesh, service: str) -> float:
     """The replica's qnet_serving sample, scraped from its metrics port."""
     with urllib.request.urlopen(f"http://{mesh.metrics[service]}/metrics", timeout=5) as response:
         text = response.read().decode()
     return float(re.search(rf'^qnet_serving\{{service="{service}"\}} (\S+)$', text, re.M).group(1))
 
 
-def wait_for_health(mesh, service: str, wanted: str, timeout: float = 15) -> None:  # noqa: ANN001
+def wait_for_health(mesh, service: str, wanted: str, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while (found := health(mesh, service)) != wanted:
         assert time.monotonic() < deadline, f"{service} stayed {found}, expected {wanted}"

@@ -20,7 +20,7 @@ from tests.e2e.test_stream import ws_url
 ID_ROUTES = [(m, p) for m, p in public_routes() if "x1" in p]
 
 
-def assert_envelope(reply, status: int, code: str, *words: str) -> None:  # noqa: ANN001
+def assert_envelope(reply, status: int, code: str, *words: str) -> None:
     assert reply.status == status, (reply.status, reply.body)
     assert reply.body.get("success") is False and set(reply.body) == {"success", "error"}, reply.body
     assert reply.body["error"]["code"] == code, reply.body

@@ -33,7 +33,7 @@ _FILES = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "gen" / "qnet.pb").
 _MESSAGES: dict[str, descriptor_pb2.DescriptorProto] = {}
 
 
-def _collect(prefix: str, types) -> None:  # noqa: ANN001
+def _collect(prefix: str, types) -> None:
     for message in types:
         _MESSAGES[f"{prefix}.{message.name}"] = message
         _collect(f"{prefix}.{message.name}", message.nested_type)
@@ -115,7 +115,7 @@ VALID = {
 }
 
 
-def leaves(value, path=()):  # noqa: ANN001, ANN201
+def leaves(value, path=()):
     """Paths to every value inside a JSON document (containers included)."""
     yield path
     if isinstance(value, dict):
@@ -126,7 +126,7 @@ def leaves(value, path=()):  # noqa: ANN001, ANN201
             yield from leaves(inner, (*path, index))
 
 
-def replaced(document, path, new):  # noqa: ANN001, ANN201
+def replaced(document, path, new):
     if not path:
         return new
     copy = json.loads(json.dumps(document))
@@ -164,7 +164,7 @@ def test_every_value_of_a_valid_body_replaced_by_every_odd_one(single_mesh, temp
             check(reply, verb, f"{template} with {path} = {new!r}"[:200])
 
 
-def check(reply, verb: str, path: str) -> None:  # noqa: ANN001
+def check(reply, verb: str, path: str) -> None:
     assert isinstance(reply.body, dict) and "_raw" not in reply.body, (verb, path, reply.status, reply.body)
     if reply.status < 400:
         assert reply.body.get("success") is True, (verb, path, reply.body)
@@ -188,7 +188,7 @@ def test_generated_requests_get_documented_answers(single_mesh, verb, template, 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(ids=st.lists(ID, min_size=2, max_size=2), body=body_strategy)
-    def one(ids, body) -> None:  # noqa: ANN001
+    def one(ids, body) -> None:
         path = template
         for text in ids:
             path = re.sub(r"\{[^}]*\}", lambda _, text=text: text or "%20", path, count=1)

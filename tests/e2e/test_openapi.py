@@ -36,7 +36,7 @@ def response_schema(method: str, template: str, status: int) -> dict:
     return {**responses[str(status)]["schema"], "definitions": STRICT_DEFINITIONS}
 
 
-def validate(reply, method: str, template: str) -> dict:  # noqa: ANN001 - the conftest's Reply
+def validate(reply, method: str, template: str) -> dict:  # the conftest's Reply
     jsonschema.Draft4Validator(response_schema(method, template, reply.status)).validate(reply.body)
     return reply.body
 

@@ -9,7 +9,7 @@ from tests.e2e.conftest import SLOW_DEVICE, UNREACHABLE_DEVICE
 from tests.e2e.test_slice import BELL
 
 
-def execute(mesh, **body):  # noqa: ANN001, ANN003
+def execute(mesh, **body):
     reply = mesh.request("POST", "/execute", {"qasm": BELL, "shots": 256, **body})
     assert reply.status == 200, reply.body
     return reply.body["data"]

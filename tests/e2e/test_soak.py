@@ -27,7 +27,7 @@ GROWTH_BOUND = 48 << 20
 MiB = 1 << 20
 
 
-def rss_by_service(mesh) -> dict[str, int]:  # noqa: ANN001
+def rss_by_service(mesh) -> dict[str, int]:
     found = collections.defaultdict(int)
     for child in psutil.Process(mesh.process.pid).children(recursive=True):
         try:

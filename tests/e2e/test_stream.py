@@ -13,11 +13,11 @@ from tests.e2e.conftest import DEV_KEY
 from tests.e2e.test_slice import BELL
 
 
-def ws_url(mesh) -> str:  # noqa: ANN001
+def ws_url(mesh) -> str:
     return mesh.url.replace("http://", "ws://") + "/stream"
 
 
-async def next_message(ws, predicate, timeout: float = 60.0) -> dict:  # noqa: ANN001
+async def next_message(ws, predicate, timeout: float = 60.0) -> dict:
     async with asyncio.timeout(timeout):
         while True:
             message = json.loads(await ws.recv())

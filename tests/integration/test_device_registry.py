@@ -39,7 +39,7 @@ def mesh_env(tmp_path):
 
 def executions(service: procs.Service) -> dict[str, int]:
     """The replica's `qnet_backend_executions_total` by device, as Prometheus would scrape it."""
-    with urllib.request.urlopen(f"http://{service.metrics}/metrics", timeout=5) as reply:  # noqa: S310
+    with urllib.request.urlopen(f"http://{service.metrics}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     return {device: int(float(value)) for device, value in EXECUTIONS.findall(text)}
 
@@ -49,7 +49,7 @@ def jobs(db: Database, job_ids: list[str]) -> dict[str, dict]:
     return {j: rows[j] for j in job_ids}
 
 
-def wait_for(condition, timeout: float, what: str, step: float = 0.05):  # noqa: ANN001, ANN201
+def wait_for(condition, timeout: float, what: str, step: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:
         found = condition()

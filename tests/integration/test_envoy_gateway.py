@@ -54,7 +54,7 @@ def abort_args(grpc_code: grpc.StatusCode, code: str, message: str, *, envelope:
 
 
 class Backends(bk_grpc.BackendServiceServicer):
-    async def GetBackend(self, request, context):  # noqa: N802 - gRPC's name
+    async def GetBackend(self, request, context):  # gRPC's name
         if request.id in FAILURES:
             await context.abort(*abort_args(*FAILURES[request.id]))
         if request.id == "private" and dict(context.invocation_metadata()).get("authorization") != TOKEN:
@@ -76,7 +76,7 @@ class Aggregation(agg_grpc.AggregationServiceServicer):
     def __init__(self) -> None:
         self.requests: list[agg.AggregateRequest] = []
 
-    async def Aggregate(self, request, context):  # noqa: N802
+    async def Aggregate(self, request, context):
         self.requests.append(request)
         counts = dict(request.results[0].counts) if request.results else {}
         return agg.AggregateResponse(success=True, data={"method": request.method, "aggregated_counts": counts,
@@ -105,7 +105,7 @@ class Upstreams:
         self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         await self._grpc.start()
 
-        async def echo(ws) -> None:  # noqa: ANN001
+        async def echo(ws) -> None:
             await ws.send(json.dumps({"path": ws.request.path}))
             async for message in ws:
                 await ws.send(message)

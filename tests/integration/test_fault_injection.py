@@ -41,7 +41,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def env(url: str, tmp_path, **extra: str) -> dict[str, str]:  # noqa: ANN001
+def env(url: str, tmp_path, **extra: str) -> dict[str, str]:
     return {"QNET_DATABASE_URL": url, "QNET_SERVICE_KEY": SERVICE_KEY, "QNET_DATA_DIR": str(tmp_path),
             "QNET_GRACE_S": "2", **extra}
 

@@ -104,12 +104,12 @@ class Undeclared:
 
     service_names = ("qnet.test.v1.Undeclared",)
 
-    def register(self, server) -> None:  # noqa: ANN001
-        async def echo(request: bytes, context) -> bytes:  # noqa: ANN001
+    def register(self, server) -> None:
+        async def echo(request: bytes, context) -> bytes:
             self.ran = True
             return request
 
-        async def gather(requests, context) -> bytes:  # noqa: ANN001
+        async def gather(requests, context) -> bytes:
             self.ran = True
             return b"".join([r async for r in requests])
 

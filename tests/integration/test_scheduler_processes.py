@@ -25,7 +25,7 @@ def mesh_env(tmp_path):
     return make
 
 
-def submit(address: str, key: str, count: int, **fields) -> list[str]:  # noqa: ANN003
+def submit(address: str, key: str, count: int, **fields) -> list[str]:
     with grpc.insecure_channel(address) as channel:
         stub = ex_grpc.ExecutionServiceStub(channel)
         return [

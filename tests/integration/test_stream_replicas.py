@@ -56,7 +56,7 @@ def submit(address: str, key: str) -> str:
     return reply.data.job_id
 
 
-async def updates_until_completed(ws, job_id: str) -> list[dict]:  # noqa: ANN001
+async def updates_until_completed(ws, job_id: str) -> list[dict]:
     seen = []
     async with asyncio.timeout(30):
         while True:
@@ -155,7 +155,7 @@ def test_a_consumer_too_slow_for_its_buffer_is_disconnected_with_4009(cluster, s
         while b"subscribed" not in received:
             received += raw.recv(4096)
         log = EventLog(Database(sqlite_url))
-        with log._db.transaction() as tx:  # noqa: SLF001 - a burst of events straight into the log
+        with log._db.transaction() as tx:  # a burst of events straight into the log
             for i in range(EVENTS):
                 EventLog.append_in(tx, Event(topic="backend_status", status="online", backend=f"b{i}"))
         # Read far slower than the bridge sends: the sockets fill, then the bridge's 50-message buffer.

@@ -5,7 +5,7 @@ Every overlay renders with `kubectl kustomize`; every object validates strictly 
 Dockerfile passes hadolint; Envoy's generated config is what deploy/k8s/render.py renders now, and Envoy loads
 it. Then the manifests against the code: the roles, devices and connection budgets of services/mesh.py, each
 service's default ports (services/*/main.py), its gRPC health service names, the variables Settings.from_env
-reads, the peers each service calls (the network service's Mesh.LINKS) against the NetworkPolicies, the metrics
+reads, the peers each service calls (the network service's MeshView.LINKS) against the NetworkPolicies, the metrics
 the alerts name, the SDK each adapter image must carry (its imports run in an environment holding only the
 image's packages), and the schema migration.
 """
@@ -35,7 +35,7 @@ from qnet_common import migrate
 from qnet_common.settings import DEFAULT_PORTS, Settings
 from services.backends.adapters.registry import ADAPTERS, DEVICE_IDS
 from services.mesh import PUBLIC, TOPOLOGIES
-from services.network.adapters.mesh import Mesh
+from services.network.adapters.mesh_view import MeshView
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -66,7 +66,7 @@ SECRETS = {("qnet-database", "url"): "postgresql://qnet:secret@db.example:5432/q
            ("qnet-service-key", "key"): "service-key", ("qnet-postgres", "password"): "dev-password"}
 
 
-def _load(path: pathlib.Path):  # noqa: ANN202 - a module loaded from a file
+def _load(path: pathlib.Path):  # a module loaded from a file
     spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -708,7 +708,7 @@ def test_network_policies_let_in_exactly_the_callers(overlay):
     envoy = pod(objects(overlay, "Deployment")["qnet-envoy"])["containers"][0]
     envoy_ports = {p["name"]: p["containerPort"] for p in envoy["ports"]}
     expected = {("anywhere", "envoy", envoy_ports["http"]), ("prometheus", "envoy", envoy_ports["admin"])}
-    expected |= {(src, dst, ports[dst][0]) for src, dst, _ in Mesh.LINKS}
+    expected |= {(src, dst, ports[dst][0]) for src, dst, _ in MeshView.LINKS}
     # GET /topology: the network service checks every replica's health.
     expected |= {("network", service, ports[service][0]) for service in ports}
     expected |= {("prometheus", service, ports[service][1]) for service in ports}

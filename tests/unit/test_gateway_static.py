@@ -15,7 +15,7 @@ from services.gateway import static
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def get(files: static.StaticFiles, path: str, **headers: str):  # noqa: ANN201
+def get(files: static.StaticFiles, path: str, **headers: str):
     return files.respond(Request(path, Headers(headers)))
 
 

@@ -17,7 +17,7 @@ from services.aggregator.metrics import AGGREGATIONS
 
 
 class AggregationServicer(ag_grpc.AggregationServiceServicer):
-    async def Aggregate(self, request, context):  # noqa: ANN001, N802
+    async def Aggregate(self, request, context):
         results = [
             BackendCounts(
                 backend=r.backend or f"result_{i}",
@@ -54,7 +54,7 @@ class AggregationServicer(ag_grpc.AggregationServiceServicer):
             ),
         )
 
-    async def ListMethods(self, request, context):  # noqa: ANN001, N802
+    async def ListMethods(self, request, context):
         return ag.ListMethodsResponse(
             success=True,
             data=[

@@ -51,7 +51,7 @@ FAKES = {
 _VIRTUAL = {"rz", "barrier", "delay", "id", "measure", "reset"}
 
 
-def _calibration(backend) -> Calibration:  # noqa: ANN001
+def _calibration(backend) -> Calibration:
     props = backend.properties()
     qubits = []
     for q in range(backend.num_qubits):
@@ -97,7 +97,7 @@ class IBMDevice(Device):
         self._compiled: BytesLRU = BytesLRU(COMPILE_CACHE_BYTES, lambda c: 2_000 + 1_000 * len(c.data))
         self._noise: BytesLRU = BytesLRU(NOISE_CACHE_BYTES, lambda model: 40_000 * (1 + len(model.noise_qubits)))
 
-    def _compile(self, circuit: Circuit, shots: int):  # noqa: ANN202 - a transpiled QuantumCircuit
+    def _compile(self, circuit: Circuit, shots: int):  # a transpiled QuantumCircuit
         checked(circuit, shots, self.spec, shot_by_shot=True)
         key = circuit.fingerprint or None
         found = self._compiled.get(key) if key else None
@@ -113,14 +113,14 @@ class IBMDevice(Device):
                 self._compiled.put(key, found)
         return found
 
-    def _active(self, compiled) -> tuple[int, ...]:  # noqa: ANN001
+    def _active(self, compiled) -> tuple[int, ...]:
         return tuple(sorted({compiled.find_bit(q).index for inst in compiled.data for q in inst.qubits}))
 
-    def noise_model(self, active: tuple[int, ...]):  # noqa: ANN201
+    def noise_model(self, active: tuple[int, ...]):
         """The snapshot's noise on these physical qubits only (cached by qubit set, bounded in bytes)."""
         return self._noise.get_or_make(active, lambda: self._noise_model(active))
 
-    def _noise_model(self, active: tuple[int, ...]):  # noqa: ANN202
+    def _noise_model(self, active: tuple[int, ...]):
         from qiskit_aer.noise import NoiseModel, ReadoutError
 
         model = NoiseModel(basis_gates=list(self.spec.native_gates))

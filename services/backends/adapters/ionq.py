@@ -100,7 +100,7 @@ class IonQDevice(Device):
         return (self.spec.noisy and len(circuit.active_qubits) <= self.MAX_DENSITY_QUBITS
                 and len(circuit.ops) <= self.MAX_DENSITY_OPS)
 
-    def build(self, circuit: Circuit, *, noise: bool):  # noqa: ANN201 - a braket Circuit, qubit -> column map
+    def build(self, circuit: Circuit, *, noise: bool):  # a braket Circuit, qubit -> column map
         from braket.circuits import Circuit as BraketCircuit
         from braket.circuits import Noise
 

@@ -24,7 +24,7 @@ def _gate_classes() -> dict:
 _CLASSES: dict | None = None
 
 
-def to_qiskit(circuit: Circuit):  # noqa: ANN201 - a qiskit QuantumCircuit
+def to_qiskit(circuit: Circuit):  # a qiskit QuantumCircuit
     """The circuit as a Qiskit QuantumCircuit: one quantum register `q`, the classical registers as declared,
     classically controlled operations as `if_test` blocks (an else branch for `!=`)."""
     from qiskit.circuit import ClassicalRegister, QuantumCircuit, QuantumRegister
@@ -41,7 +41,7 @@ def to_qiskit(circuit: Circuit):  # noqa: ANN201 - a qiskit QuantumCircuit
     by_range = {(r.start, r.size): reg for r, reg in zip(circuit.cregs, cregs, strict=True)}
     measure, reset = Measure(), Reset()
 
-    def add(target, ops) -> None:  # noqa: ANN001
+    def add(target, ops) -> None:
         for op in ops:
             qubits = [qreg[q] for q in op.qubits]
             if op.name == "measure":
@@ -51,7 +51,7 @@ def to_qiskit(circuit: Circuit):  # noqa: ANN201 - a qiskit QuantumCircuit
             else:
                 target.append(classes[op.name](*op.params), qubits, copy=False)
 
-    def block(ops, depth: int) -> None:  # noqa: ANN001
+    def block(ops, depth: int) -> None:
         for condition, group in itertools.groupby(ops, key=lambda op: (op.condition or ())[depth:depth + 1]):
             group = list(group)
             if not condition:

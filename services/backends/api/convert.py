@@ -13,7 +13,7 @@ from services.backends.domain.queue import QueueSnapshot
 TWO_QUBIT_GATES = {"cx", "cz", "ecr", "ms", "xx", "zz", "iswap", "cphase", "xy", "rzz"}
 
 
-def timestamp(moment) -> Timestamp:  # noqa: ANN001 - a datetime
+def timestamp(moment) -> Timestamp:  # a datetime
     ts = Timestamp()
     ts.FromDatetime(moment)
     return ts

@@ -19,7 +19,7 @@ from services.backends.domain.fleet import Fleet, Run, Task
 MAX_WAIT_S = 30.0
 
 
-def _backend(fleet: Fleet, device_id: str, *, with_coupling: bool):  # noqa: ANN202
+def _backend(fleet: Fleet, device_id: str, *, with_coupling: bool):
     device = fleet.device(device_id)
     return convert.backend(
         device.spec, fleet.statuses[device_id], fleet.queues[device_id].snapshot(), with_coupling=with_coupling
@@ -30,20 +30,20 @@ class BackendServicer(bs_grpc.BackendServiceServicer):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
-    async def ListBackends(self, request, context):  # noqa: ANN001, N802
+    async def ListBackends(self, request, context):
         return bs.ListBackendsResponse(
             success=True, data=[_backend(self._fleet, d, with_coupling=False) for d in self._fleet.devices]
         )
 
-    async def GetBackend(self, request, context):  # noqa: ANN001, N802
+    async def GetBackend(self, request, context):
         return bs.GetBackendResponse(success=True, data=_backend(self._fleet, request.id, with_coupling=True))
 
-    async def GetCalibration(self, request, context):  # noqa: ANN001, N802
+    async def GetCalibration(self, request, context):
         return bs.GetCalibrationResponse(
             success=True, data=convert.calibration(self._fleet.device(request.id).spec)
         )
 
-    async def GetQueue(self, request, context):  # noqa: ANN001, N802
+    async def GetQueue(self, request, context):
         self._fleet.device(request.id)
         return bs.GetQueueResponse(
             success=True, data=convert.queue_status(request.id, self._fleet.queues[request.id].snapshot())
@@ -56,14 +56,14 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
-    async def ListDevices(self, request, context):  # noqa: ANN001, N802
+    async def ListDevices(self, request, context):
         # Statuses as stored now: a change just made through another replica is already in the answer.
         await asyncio.to_thread(self._fleet.refresh_statuses)
         return ds.ListDevicesResponse(
             devices=[_backend(self._fleet, d, with_coupling=True) for d in self._fleet.devices]
         )
 
-    async def SubmitTask(self, request, context):  # noqa: ANN001, N802
+    async def SubmitTask(self, request, context):
         if not request.task_id:
             raise errors.InvalidArgument("task_id is required: it is the handle for GetTask and CancelTask")
         self._fleet.device(request.device_id)
@@ -71,7 +71,7 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         task = self._fleet.submit(request.device_id, circuit, request.shots, request.task_id, request.seed or None)
         return self._task(task)
 
-    async def GetTask(self, request, context):  # noqa: ANN001, N802
+    async def GetTask(self, request, context):
         wait_s = min(max(request.wait_s, 0.0), MAX_WAIT_S) if request.wait_s == request.wait_s else 0.0
         return self._task(await self._fleet.wait(request.task_id, wait_s))
 
@@ -89,10 +89,10 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
                 reply.error_code, reply.error_message = outcome.code, outcome.message
         return reply
 
-    async def CancelTask(self, request, context):  # noqa: ANN001, N802
+    async def CancelTask(self, request, context):
         return ds.CancelTaskResponse(cancelled=self._fleet.cancel(request.task_id))
 
-    async def AssessCircuit(self, request, context):  # noqa: ANN001, N802
+    async def AssessCircuit(self, request, context):
         ids = list(request.device_ids) or list(self._fleet.devices)
         for device_id in ids:
             self._fleet.device(device_id)
@@ -112,7 +112,7 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
             reply.two_qubit_gates = found.two_qubit_gates
         return reply
 
-    async def SetDeviceStatus(self, request, context):  # noqa: ANN001, N802
+    async def SetDeviceStatus(self, request, context):
         await asyncio.to_thread(self._fleet.set_status, request.device_id, request.status)
         if request.device_id not in self._fleet.devices:  # served by another replica
             return ds.SetDeviceStatusResponse(device=bs_pb2.Backend(id=request.device_id, status=request.status))

@@ -130,7 +130,7 @@ class Fleet:
             return
         try:
             stored = self._load_statuses()
-        except Exception:  # noqa: BLE001 - the store is unreachable: the last statuses read stay in force
+        except Exception:  # the store is unreachable: the last statuses read stay in force
             log.warning("reading device statuses failed; keeping the last ones", exc_info=True)
             return
         for device_id in self.statuses:

@@ -13,7 +13,7 @@ from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
 from qnet.scheduler.v1 import execution_service_pb2 as ex
 
 from qnet_common.envoy import EDGE_HEADER
-from services.network.adapters.mesh import Mesh
+from services.network.adapters.mesh_view import MeshView
 from services.network.domain.status import BackendLine, network_status, percentile
 
 #: The services of the mesh, as they register.
@@ -27,10 +27,10 @@ CURRENCY = "USD"
 
 
 class NetworkServicer(nw_grpc.NetworkServiceServicer):
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshView) -> None:
         self._mesh = mesh
 
-    async def GetStatus(self, request, context):  # noqa: ANN001, N802
+    async def GetStatus(self, request, context):
         (devices, reachable), active = await asyncio.gather(
             self._mesh.devices_or_empty(), asyncio.to_thread(self._mesh.stats.active_jobs)
         )
@@ -47,7 +47,7 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
             ),
         )
 
-    async def GetMetrics(self, request, context):  # noqa: ANN001, N802
+    async def GetMetrics(self, request, context):
         stats = await asyncio.to_thread(self._mesh.stats.stats)
         data = nw.NetworkMetrics(
             jobs_by_status=stats.jobs_by_status,
@@ -67,7 +67,7 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
             )
         return nw.GetMetricsResponse(success=True, data=data)
 
-    async def GetTopology(self, request, context):  # noqa: ANN001, N802
+    async def GetTopology(self, request, context):
         (devices, _), replicas = await asyncio.gather(self._mesh.devices_or_empty(), self._mesh.replicas())
         now = time.time()
         shown = [(i, health) for i, health in replicas if i.live(now) or now - i.expires_at < GONE_SHOWN_S]
@@ -92,11 +92,11 @@ class NetworkServicer(nw_grpc.NetworkServiceServicer):
             for instance, health in shown:
                 if d.id in instance.devices and health == "serving":
                     topology.links.add(source=instance.instance_id, target=d.id, protocol="device")
-        for source, target, protocol in Mesh.LINKS:
+        for source, target, protocol in MeshView.LINKS:
             topology.links.add(source=source, target=target, protocol=protocol)
         return nw.GetTopologyResponse(success=True, data=topology)
 
-    async def EstimateCost(self, request, context):  # noqa: ANN001, N802
+    async def EstimateCost(self, request, context):
         plan = await self._mesh.plan(ex.PlanJobRequest(
             qasm=request.qasm, backends=list(request.backends), strategy=request.strategy, shots=request.shots,
             default_strategy=DEFAULT_ESTIMATE_STRATEGY))
@@ -112,10 +112,10 @@ class BackendCatalogueServicer(bs_grpc.BackendServiceServicer):
     """The public BackendService for the whole network: the list merged from every backends replica, and each
     backend's details from a replica that serves it (the adapters answer for their own devices only)."""
 
-    def __init__(self, mesh: Mesh) -> None:
+    def __init__(self, mesh: MeshView) -> None:
         self._router = mesh.router
 
-    async def ListBackends(self, request, context):  # noqa: ANN001, N802
+    async def ListBackends(self, request, context):
         listed = []
         for device in await self._router.list_devices(fresh=True):
             summary = bs_pb2.Backend()
@@ -124,11 +124,11 @@ class BackendCatalogueServicer(bs_grpc.BackendServiceServicer):
             listed.append(summary)
         return bs.ListBackendsResponse(success=True, data=listed)
 
-    async def GetBackend(self, request, context):  # noqa: ANN001, N802
+    async def GetBackend(self, request, context):
         return await self._router.on_device(request.id, lambda stub: stub.GetBackend(request, timeout=10))
 
-    async def GetCalibration(self, request, context):  # noqa: ANN001, N802
+    async def GetCalibration(self, request, context):
         return await self._router.on_device(request.id, lambda stub: stub.GetCalibration(request, timeout=10))
 
-    async def GetQueue(self, request, context):  # noqa: ANN001, N802
+    async def GetQueue(self, request, context):
         return await self._router.on_device(request.id, lambda stub: stub.GetQueue(request, timeout=10))

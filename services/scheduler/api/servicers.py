@@ -32,7 +32,7 @@ def _owner_filter() -> str | None:
     return None if caller.internal and caller.key_id == "mesh" else caller.key_id
 
 
-def _metadata(context, name: str) -> str:  # noqa: ANN001
+def _metadata(context, name: str) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == name:
             return value
@@ -44,7 +44,7 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         self._engine = engine
         self._wait_s = wait_s
 
-    async def Execute(self, request, context):  # noqa: ANN001, N802
+    async def Execute(self, request, context):
         job_request = await self._engine.validate(
             request.qasm, list(request.backends), request.strategy, request.shots, request.aggregate,
             request.aggregation_method,
@@ -63,7 +63,7 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
             )
         return ex.ExecuteResponse(success=True, data=convert.job(job))
 
-    async def ExecuteBatch(self, request, context):  # noqa: ANN001, N802
+    async def ExecuteBatch(self, request, context):
         caller = _caller()
         circuits = [{"qasm": c.qasm, "backends": list(c.backends or request.backends),
                      "strategy": c.strategy or request.strategy, "shots": c.shots or request.shots}
@@ -74,12 +74,12 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
         batch = await self.GetBatch(ex.GetBatchRequest(batch_id=batch_id), context)
         return ex.ExecuteBatchResponse(success=True, data=batch.data)
 
-    async def PlanJob(self, request, context):  # noqa: ANN001, N802
+    async def PlanJob(self, request, context):
         job_request = await self._engine.validate(request.qasm, list(request.backends), request.strategy,
                                                   request.shots, default_strategy=request.default_strategy or "fastest")
         return convert.plan(await self._engine.plan(job_request, peek_turn=True))
 
-    async def GetBatch(self, request, context):  # noqa: ANN001, N802
+    async def GetBatch(self, request, context):
         found = await asyncio.to_thread(self._engine.store.batch, request.batch_id)
         owner = _owner_filter()
         if found is None or (owner is not None and found[0] != owner):
@@ -91,11 +91,11 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
             data=jobs_pb2.Batch(batch_id=request.batch_id, status=status, jobs=[convert.job(j) for j in jobs]),
         )
 
-    async def GetJob(self, request, context):  # noqa: ANN001, N802
+    async def GetJob(self, request, context):
         job = await self._engine.get(_owner_filter(), request.job_id)
         return ex.GetJobResponse(success=True, data=convert.job(job))
 
-    async def CancelJob(self, request, context):  # noqa: ANN001, N802
+    async def CancelJob(self, request, context):
         job = await self._engine.cancel(_owner_filter(), request.job_id)
         return ex.CancelJobResponse(success=True, data=convert.job(job))
 
@@ -120,7 +120,7 @@ class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
         self._hub = hub
 
     @staticmethod
-    def _filter(topics_requested, owner_requested: str) -> tuple[set[str], str]:  # noqa: ANN001
+    def _filter(topics_requested, owner_requested: str) -> tuple[set[str], str]:
         topics = set(topics_requested) or set(TOPICS)
         unknown = topics - set(TOPICS)
         if unknown:
@@ -133,13 +133,13 @@ class JobEventsServicer(ev_grpc.JobEventsServiceServicer):
     def _wanted(event: Event, topics: set[str], owner: str) -> bool:
         return event.topic in topics and not (event.topic == "job_updates" and owner and event.owner != owner)
 
-    async def WatchEvents(self, request, context):  # noqa: ANN001, N802
+    async def WatchEvents(self, request, context):
         topics, owner = self._filter(request.topics, request.owner)
         async for event in self._hub.watch(request.since_event_id or None):
             if self._wanted(event, topics, owner):
                 yield _event_message(event)
 
-    async def ListEvents(self, request, context):  # noqa: ANN001, N802
+    async def ListEvents(self, request, context):
         topics, owner = self._filter(request.topics, request.owner)
         if request.limit < 0:
             raise errors.InvalidArgument(f"limit={request.limit}: give 1 to {self.MAX_PAGE}, or 0 for {self.PAGE}")

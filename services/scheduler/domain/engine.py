@@ -320,7 +320,7 @@ class Engine:
                 await asyncio.to_thread(self.store.release, job_id, self.worker_id)
                 self._wake.set()
                 return
-            except Exception:  # noqa: BLE001 - still down; the lease lapses meanwhile, which is as good
+            except Exception:  # still down; the lease lapses meanwhile, which is as good
                 await asyncio.sleep(self.RECORD_BACKOFF_S[min(attempt, len(self.RECORD_BACKOFF_S) - 1)])
                 attempt += 1
 
@@ -409,7 +409,7 @@ class Engine:
             outcome.aggregation_method = job.request.aggregation_method
         return outcome
 
-    async def devices_aggregate(self, job: Job, done: list[BackendRun], assessments: dict[str, Assessment]):  # noqa: ANN201
+    async def devices_aggregate(self, job: Job, done: list[BackendRun], assessments: dict[str, Assessment]):
         results = [
             (r.backend, r.counts, job.request.shots,
              assessments[r.backend].success_probability if r.backend in assessments else 0.0)
@@ -460,7 +460,7 @@ class Engine:
             handle = await self.devices.submit(backend, job.request.qasm, job.request.shots, task_id)
             try:
                 await asyncio.to_thread(self.store.attach_task, job.job_id, handle)
-            except Exception:  # noqa: BLE001 - the job still runs; only a takeover would run it again
+            except Exception:  # the job still runs; only a takeover would run it again
                 log.warning("recording task %s of job=%s failed", handle.task_id, job.job_id, exc_info=True)
         deadline = time.monotonic() + limit_s
         try:

@@ -77,7 +77,7 @@ def test_disjoint_results_are_named_without_listing_every_pair():
     assert "b00 and b01" in raised.value.message and "770 more pairs" in raised.value.message
 
 
-def peak_mib(call) -> float:  # noqa: ANN001
+def peak_mib(call) -> float:
     """Peak memory numpy and Python allocate during `call` (numpy reports its buffers to tracemalloc)."""
     tracemalloc.start()
     try:

@@ -28,11 +28,11 @@ class GatedDevice(Device):
     def __init__(self) -> None:
         self.gate = threading.Event()
 
-    def run(self, circuit, shots, seed=None):  # noqa: ANN001, ANN201
+    def run(self, circuit, shots, seed=None):
         self.gate.wait(10)
         return RunResult({"00": shots}, shots, 1, 1, 0.0)
 
-    def assess(self, circuit, shots):  # noqa: ANN001, ANN201
+    def assess(self, circuit, shots):
         raise NotImplementedError
 
 

@@ -29,16 +29,16 @@ measure q -> c;
 
 
 @functools.cache
-def device(device_id: str):  # noqa: ANN201
+def device(device_id: str):
     return build_devices([device_id])[device_id]
 
 
-def run(device_id: str, qasm: str, shots: int, seed: int | None = None):  # noqa: ANN201
+def run(device_id: str, qasm: str, shots: int, seed: int | None = None):
     """What the backends service does with a circuit: read it once, then run it on the device."""
     return device(device_id).run(parse(qasm), shots, seed)
 
 
-def assess(device_id: str, qasm: str, shots: int):  # noqa: ANN201
+def assess(device_id: str, qasm: str, shots: int):
     return device(device_id).assess(parse(qasm), shots)
 
 

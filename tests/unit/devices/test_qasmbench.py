@@ -44,7 +44,7 @@ def documented_refusals() -> dict[tuple[str, str], str]:
 
 
 @functools.cache
-def device(device_id: str):  # noqa: ANN201
+def device(device_id: str):
     return build_devices([device_id])[device_id]
 
 

@@ -276,7 +276,7 @@ def _for_nested() -> QuantumCircuit:
     return qc
 
 
-def _nested_gate(name: str, t: float):  # noqa: ANN202 - a qiskit Gate
+def _nested_gate(name: str, t: float):  # a qiskit Gate
     """The gates a, b, c of _NESTED, built with Qiskit's API."""
     if name == "a":
         qc = QuantumCircuit(1, global_phase=t / 3)
@@ -415,7 +415,7 @@ _CONTROLLED_PHASE = {
 @pytest.mark.parametrize(
     ("body", "gate", "phaseless", "width"), [pytest.param(*v, id=k) for k, v in _CONTROLLED_PHASE.items()]
 )
-def test_global_phase_under_control_is_exact(body: str, gate, phaseless, width: int) -> None:  # noqa: ANN001
+def test_global_phase_under_control_is_exact(body: str, gate, phaseless, width: int) -> None:
     text = QASM3 + f"qubit[{width}] q;\n{body}"
     expected, wrong = QuantumCircuit(width), QuantumCircuit(width)
     expected.append(gate, range(width))

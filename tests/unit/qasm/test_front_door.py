@@ -227,14 +227,14 @@ def test_ibm_compilations_stay_within_their_byte_bound():
     for k in range(40):  # forty different circuits, each compiled and cached
         ibm.assess(parse(Q2 + f"qreg q[3];\ncreg c[3];\nrx({k / 10}) q[0];\ncx q[0],q[1];\ncx q[1],q[2];\n"
                          "measure q -> c;"), 10)
-    assert 0 < ibm._compiled.bytes <= ibm._compiled.max_bytes  # noqa: SLF001 - the bound is the behaviour
+    assert 0 < ibm._compiled.bytes <= ibm._compiled.max_bytes  # the bound is the behaviour
 
 
 def test_a_refused_text_is_refused_again_without_reading_it_again():
     reads: list[str] = []
 
     class CountingReader(concurrent.futures.ThreadPoolExecutor):
-        def submit(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+        def submit(self, fn, *args, **kwargs):
             reads.append(args[0])
             return super().submit(fn, *args, **kwargs)
 

@@ -22,17 +22,17 @@ class OneDevice:
     async def list(self, *, fresh: bool = False) -> list[DeviceInfo]:
         return [DeviceInfo("dev", "online", 5, 0.0, 1000)]
 
-    async def assess(self, backends, qasm, shots):  # noqa: ANN001, ANN201
+    async def assess(self, backends, qasm, shots):
         return {"dev": Assessment("dev", True, "", 0.0, 0.0, 1.0)}
 
-    async def submit(self, backend, qasm, shots, task_id):  # noqa: ANN001, ANN201
+    async def submit(self, backend, qasm, shots, task_id):
         self.shots = shots
         return TaskHandle(backend, task_id, "nowhere")
 
-    async def wait(self, handle, timeout):  # noqa: ANN001, ANN201
+    async def wait(self, handle, timeout):
         return DeviceRun({"00": self.shots}, 0.0, 0.0, 1, 0)
 
-    async def cancel(self, handle) -> None:  # noqa: ANN001
+    async def cancel(self, handle) -> None:
         return None
 
 
@@ -43,7 +43,7 @@ class FlakyStore(JobStore):
         super().__init__(db)
         self.failures = failures
 
-    def finish(self, job_id, worker, outcome):  # noqa: ANN001, ANN201
+    def finish(self, job_id, worker, outcome):
         if self.failures > 0:
             self.failures -= 1
             raise ConnectionError("the database went away")
@@ -76,7 +76,7 @@ class StoreDownMidRun(JobStore):
         super().__init__(db)
         self.outages = 1
 
-    def tasks(self, job_id):  # noqa: ANN001, ANN201
+    def tasks(self, job_id):
         if self.outages > 0:
             self.outages -= 1
             raise errors.Unavailable("the database is unreachable or too slow right now; retry in a few seconds")

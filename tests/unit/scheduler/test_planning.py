@@ -12,7 +12,7 @@ ASSESSED = {"a": Assessment("a", True, "", 2.0, 0.1, 0.9), "b": Assessment("b", 
             "c": Assessment("c", True, "", 1.0, 0.1, 0.99)}
 
 
-def plan(strategy: str):  # noqa: ANN201
+def plan(strategy: str):
     request = JobRequest("OPENQASM 2.0;", ("a", "b", "c"), strategy, 100)
     return plan_of(request, candidates_of(request, KNOWN, ASSESSED), ASSESSED)
 

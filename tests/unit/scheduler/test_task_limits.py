@@ -30,24 +30,24 @@ class QueuedDevice:
     async def list(self, *, fresh: bool = False) -> list[DeviceInfo]:
         return [DeviceInfo("qpu", "online", 5, self.wait_s, 1000)]
 
-    async def assess(self, backends, qasm, shots):  # noqa: ANN001, ANN201
+    async def assess(self, backends, qasm, shots):
         return {"qpu": Assessment("qpu", True, "", 0.0, 0.0, 1.0)}
 
-    async def submit(self, backend, qasm, shots, task_id):  # noqa: ANN001, ANN201
+    async def submit(self, backend, qasm, shots, task_id):
         self.ends[task_id] = time.monotonic() + TASK_S
         return TaskHandle(backend, task_id, "nowhere")
 
-    async def wait(self, handle, timeout):  # noqa: ANN001, ANN201
+    async def wait(self, handle, timeout):
         left = self.ends[handle.task_id] - time.monotonic()
         await asyncio.sleep(max(0.0, min(left, timeout)))
         return DeviceRun({"00": 10}, 0.0, TASK_S, 1, 0) if left <= timeout else None
 
-    async def cancel(self, handle) -> None:  # noqa: ANN001
+    async def cancel(self, handle) -> None:
         self.cancelled.append(handle.task_id)
 
 
-def run_one(tmp_path, device: QueuedDevice):  # noqa: ANN001, ANN201
-    async def scenario():  # noqa: ANN202
+def run_one(tmp_path, device: QueuedDevice):
+    async def scenario():
         engine = Engine(JobStore(Database(f"sqlite:///{tmp_path / 'q.db'}")), device, aggregator=None, workers=1)
         engine.start()
         try:
@@ -60,7 +60,7 @@ def run_one(tmp_path, device: QueuedDevice):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def short_overrun(monkeypatch):  # noqa: ANN001, ANN201
+def short_overrun(monkeypatch):
     """Margins of a tenth of a second, so that the test sees in a second what a real queue shows in hours."""
     monkeypatch.setattr(engine_module, "TASK_OVERRUN_S", 0.1)
     monkeypatch.setattr(engine_module, "BACKOFF_S", (0.0, 0.0, 0.0))

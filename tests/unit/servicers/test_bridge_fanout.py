@@ -17,11 +17,11 @@ class FlakyEvents:
         self.requests = []
         self.resumed = asyncio.Event()
 
-    def WatchEvents(self, request):  # noqa: ANN001, ANN201, N802
+    def WatchEvents(self, request):
         self.requests.append(request.since_event_id)
         return self._stream(len(self.requests))
 
-    async def _stream(self, call: int):  # noqa: ANN202
+    async def _stream(self, call: int):
         if call == 1:
             raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                        "scheduler gone")

@@ -22,7 +22,7 @@ from services.network.adapters.job_stats import JobStats
 PLAN_TIMEOUT_S = 20.0
 
 
-class Mesh:
+class MeshView:
     #: The mesh's own links between services: (from, to, protocol).
     LINKS = (
         ("envoy", "scheduler", "grpc"), ("envoy", "network", "grpc"), ("envoy", "aggregator", "grpc"),
@@ -92,7 +92,7 @@ async def _gone() -> str:
 
 def _http_health(url: str) -> str:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - an address from the registry
+        with urllib.request.urlopen(url, timeout=2) as response:  # an address from the registry
             return "serving" if response.status == 200 else "not_serving"
     except Exception:
         return "not_serving"
