@@ -221,12 +221,15 @@ class DeviceRouter:
             result.update((a.device_id, a) for a in answer.assessments)
         return result
 
-    async def submit(self, device_id: str, qasm: str, shots: int, task_id: str) -> tuple[str, ds.Task]:
-        """Queues a task on a replica serving the device; returns that replica's address and the task."""
+    async def submit(self, device_id: str, qasm: str, shots: int, task_id: str, *,
+                     wait_s: float = 0.0) -> tuple[str, ds.Task]:
+        """Queues a task on a replica serving the device, waiting up to `wait_s` for it to end; returns that
+        replica's address and the task."""
         replica = await self._pick(device_id)
-        request = ds.SubmitTaskRequest(device_id=device_id, qasm=qasm, shots=shots, task_id=task_id)
-        task = await self._call(replica.devices.SubmitTask, request, 30.0, replica.address)
-        replica.in_flight += 1
+        request = ds.SubmitTaskRequest(device_id=device_id, qasm=qasm, shots=shots, task_id=task_id, wait_s=wait_s)
+        task = await self._call(replica.devices.SubmitTask, request, 30.0 + wait_s, replica.address)
+        if task.status not in ("completed", "failed"):
+            replica.in_flight += 1
         return replica.address, task
 
     async def get_task(self, address: str, task_id: str, wait_s: float) -> ds.Task:

@@ -39,6 +39,8 @@ class SchedulerComponent:
         self.engine = Engine(
             self.store, self._devices, self._aggregator, workers=settings.workers, lease_s=settings.lease_s,
             on_job=record_job,
+            # PostgreSQL announces every job event (NOTIFY, through the hub to `announced`): no polling.
+            notified=self._db.dialect == "postgresql",
         )
 
     def register(self, server) -> None:

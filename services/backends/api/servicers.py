@@ -17,6 +17,8 @@ from services.backends.domain.fleet import Fleet, Run, Task
 
 #: The longest GetTask waits for a task to end before answering with it as it stands.
 MAX_WAIT_S = 30.0
+#: The longest SubmitTask waits for its task to end before answering.
+MAX_SUBMIT_WAIT_S = 1.0
 
 
 def _backend(fleet: Fleet, device_id: str, *, with_coupling: bool):
@@ -69,11 +71,17 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         self._fleet.device(request.device_id)
         circuit = await self._fleet.read(request.qasm)
         task = self._fleet.submit(request.device_id, circuit, request.shots, request.task_id, request.seed or None)
+        wait_s = _bounded(request.wait_s, MAX_SUBMIT_WAIT_S)
+        if wait_s:
+            try:
+                task = await self._fleet.wait(task.task_id, wait_s)
+            except asyncio.CancelledError:  # the caller went away before it had the handle: withdraw the task
+                self._fleet.cancel(task.task_id)
+                raise
         return self._task(task)
 
     async def GetTask(self, request, context):
-        wait_s = min(max(request.wait_s, 0.0), MAX_WAIT_S) if request.wait_s == request.wait_s else 0.0
-        return self._task(await self._fleet.wait(request.task_id, wait_s))
+        return self._task(await self._fleet.wait(request.task_id, _bounded(request.wait_s, MAX_WAIT_S)))
 
     def _task(self, task: Task) -> ds.Task:
         reply = ds.Task(task_id=task.task_id, device_id=task.device_id, status=self._fleet.task_status(task))
@@ -117,3 +125,8 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         if request.device_id not in self._fleet.devices:  # served by another replica
             return ds.SetDeviceStatusResponse(device=bs_pb2.Backend(id=request.device_id, status=request.status))
         return ds.SetDeviceStatusResponse(device=_backend(self._fleet, request.device_id, with_coupling=False))
+
+
+def _bounded(wait_s: float, longest: float) -> float:
+    """A requested wait within [0, longest]; NaN is no wait."""
+    return min(max(wait_s, 0.0), longest) if wait_s == wait_s else 0.0

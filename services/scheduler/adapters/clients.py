@@ -8,11 +8,17 @@ from collections.abc import Mapping, Sequence
 import grpc
 from qnet.aggregator.v1 import aggregation_service_pb2 as ag
 from qnet.aggregator.v1 import aggregation_service_pb2_grpc as ag_grpc
+from qnet.backends.v1 import device_service_pb2 as ds
 
 from qnet_common import errors
 from qnet_common.device_router import DeviceRouter
 from qnet_common.grpcclient import channel, to_qnet_error
 from services.scheduler.domain.ports import Aggregated, Assessment, DeviceInfo, DeviceRun, TaskHandle
+
+
+#: How long a submission waits for its task to end before it answers with the handle: a quick simulator's
+#: task comes back finished (one RPC, no handle to record); a longer one is recorded and polled.
+SUBMIT_WAIT_S = 0.1
 
 
 class DeviceClient:
@@ -34,19 +40,21 @@ class DeviceClient:
         }
 
     async def submit(self, backend: str, qasm: str, shots: int, task_id: str) -> TaskHandle:
-        address, task = await self._router.submit(backend, qasm, shots, task_id)
-        if task.status == "failed":
-            raise errors.from_code(task.error_code, task.error_message, backend=backend)
-        return TaskHandle(backend, task.task_id, address)
+        address, task = await self._router.submit(backend, qasm, shots, task_id, wait_s=SUBMIT_WAIT_S)
+        return TaskHandle(backend, task.task_id, address, run=_run_of(task, backend))
 
     async def wait(self, handle: TaskHandle, timeout: float) -> DeviceRun | None:
-        task = await self._router.get_task(handle.address, handle.task_id, timeout)
-        if task.status == "completed":
-            return DeviceRun(dict(task.counts), task.queue_time_s, task.execution_time_s, task.compiled_depth,
-                             task.two_qubit_gates)
-        if task.status == "failed":
-            raise errors.from_code(task.error_code, task.error_message, backend=handle.backend)
-        return None
+        return _run_of(await self._router.get_task(handle.address, handle.task_id, timeout), handle.backend)
+
+
+def _run_of(task: ds.Task, backend: str) -> DeviceRun | None:
+    """The run of an ended task, None while it has not ended; raises the error of a failed one."""
+    if task.status == "completed":
+        return DeviceRun(dict(task.counts), task.queue_time_s, task.execution_time_s, task.compiled_depth,
+                         task.two_qubit_gates)
+    if task.status == "failed":
+        raise errors.from_code(task.error_code, task.error_message, backend=backend)
+    return None
 
     async def cancel(self, handle: TaskHandle) -> None:
         await self._router.cancel(handle.address, handle.task_id)

@@ -58,6 +58,12 @@ SUBMIT_CHECK_S = 10.0
 #: How long a claimed job waits for an eligible backend (transient gaps) before failing, and between looks.
 SELECT_WAIT_S = 15.0
 SELECT_RETRY_S = 0.5
+#: A waiting request reads its job again after WAIT_FIRST_POLL_S, doubling up to WAIT_POLL_S, when other
+#: replicas' changes are not announced; when they are, only every WAIT_CHECK_S (a notification lost while the
+#: database reconnected).
+WAIT_FIRST_POLL_S = 0.01
+WAIT_POLL_S = 0.2
+WAIT_CHECK_S = 2.0
 #: Each poll of a device task waits this long for it to end (the replica answers at once when it does).
 POLL_WAIT_S = 20.0
 
@@ -67,11 +73,14 @@ DRAIN_SHARE = 0.7
 
 
 class Engine:
-    """Use cases over a job store (blocking calls, run in threads), the devices and the aggregator."""
+    """Use cases over a job store (blocking calls, run in threads), the devices and the aggregator.
+
+    `notified`: every replica's changes reach `announced` (PostgreSQL's notifications), so waiting requests
+    need not poll the store."""
 
     def __init__(
         self, store: Any, devices: Devices, aggregator: Aggregator, *, workers: int = 8, lease_s: float = 30.0,
-        on_job: Callable[[str, str, str, float], None] | None = None,
+        on_job: Callable[[str, str, str, float], None] | None = None, notified: bool = False,
     ) -> None:
         self.store = store
         self.devices = devices
@@ -83,8 +92,9 @@ class Engine:
         self._stopping = False
         self._loops: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}
-        #: Requests waiting for a job, woken when any replica announces a change of it.
-        self._waiters: dict[str, asyncio.Event] = {}
+        #: Requests waiting for a job, woken when this replica records it or any replica announces a change.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._notified = notified
         self._on_job = on_job or (lambda job_id, status, backend, age_s: None)
 
     # --- use cases ---------------------------------------------------------------------------------------
@@ -177,25 +187,39 @@ class Engine:
 
     async def wait(self, job_id: str, timeout: float) -> Job:
         """Returns the job once terminal, or as it stands after `timeout` seconds, or at once when this
-        scheduler is draining and not running the job itself (the caller gets its id, never an error)."""
+        scheduler is draining and not running the job itself (the caller gets its id, never an error).
+
+        The job is read when the wait starts and again whenever its change is announced: recorded by this
+        replica, or by another one (`announced`). Without announcements from other replicas (SQLite) the store
+        is also read at growing intervals up to WAIT_POLL_S; with them only every WAIT_CHECK_S, in case one
+        was missed while the database reconnected."""
         deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            job = await asyncio.to_thread(self.store.get, job_id)
-            if job.terminal or time.monotonic() >= deadline or (self._stopping and job_id not in self._running):
-                return job
-            task = self._running.get(job_id)
-            if task is not None:
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - time.monotonic()))
-                continue
-            changed = self._waiters.setdefault(job_id, asyncio.Event())
-            try:
+        delay = WAIT_FIRST_POLL_S
+        changed = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(changed)
+        try:
+            while True:
+                changed.clear()  # before the read: a change announced after it wakes the wait below
+                job = await asyncio.to_thread(self.store.get, job_id)
+                if job.terminal or time.monotonic() >= deadline or (self._stopping and job_id not in self._running):
+                    return job
+                # A job this replica runs, or any job when every change is announced, needs no polling.
+                quiet = self._notified or job_id in self._running
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(delay, max(0.0, deadline - time.monotonic())))
-            finally:
-                self._waiters.pop(job_id, None)
-            delay = min(delay * 2, 0.2)
+                    await asyncio.wait_for(changed.wait(), min(WAIT_CHECK_S if quiet else delay,
+                                                               max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, WAIT_POLL_S)
+        finally:
+            waiting = self._waiters.get(job_id)
+            if waiting is not None:
+                waiting.discard(changed)
+                if not waiting:
+                    del self._waiters[job_id]
+
+    def _changed(self, job_id: str) -> None:
+        """Wakes the requests waiting for this job."""
+        for changed in self._waiters.get(job_id, ()):
+            changed.set()
 
     async def cancel(self, owner: str | None, job_id: str) -> Job:
         await self.get(owner, job_id)
@@ -208,6 +232,7 @@ class Engine:
         task = self._running.get(job_id)
         if task is not None:
             task.cancel()
+        self._changed(job_id)
         self._on_job(job_id, CANCELLED, "", time.time() - job.created_at)
         return job
 
@@ -218,9 +243,7 @@ class Engine:
             return
         if status == QUEUED:
             self._wake.set()
-        waiter = self._waiters.get(job_id)
-        if waiter is not None:
-            waiter.set()
+        self._changed(job_id)
 
     # --- workers -----------------------------------------------------------------------------------------
 
@@ -295,6 +318,7 @@ class Engine:
         finally:
             heartbeat.cancel()
         if written:
+            self._changed(job.job_id)
             self._on_job(job.job_id, outcome.status, outcome.backend, time.time() - job.created_at)
         log.info("job=%s status=%s backend=%s written=%s", job.job_id, outcome.status, outcome.backend, written)
 
@@ -458,6 +482,8 @@ class Engine:
         if handle is None:
             task_id = f"{job.job_id}.{backend}.{secrets.token_hex(4)}"
             handle = await self.devices.submit(backend, job.request.qasm, job.request.shots, task_id)
+            if handle.run is not None:  # ended within its submission: no replica will need to reattach
+                return handle.run
             try:
                 await asyncio.to_thread(self.store.attach_task, job.job_id, handle)
             except Exception:  # the job still runs; only a takeover would run it again

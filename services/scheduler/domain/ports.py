@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from qnet_common import errors
@@ -75,6 +75,8 @@ class TaskHandle:
     task_id: str
     #: The backends replica holding the task.
     address: str
+    #: The run, when the task ended within its submission (a quick simulator): nothing to record or poll.
+    run: DeviceRun | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class Devices(Protocol):
         """Raises InvalidQasm for a circuit that does not parse."""
 
     async def submit(self, backend: str, qasm: str, shots: int, task_id: str) -> TaskHandle:
-        """Queues a task; raises a QnetError: transient ones (BackendUnavailable) may be retried."""
+        """Queues a task, waiting a moment for it to end; raises a QnetError: transient ones
+        (BackendUnavailable) may be retried."""
 
     async def wait(self, handle: TaskHandle, timeout: float) -> DeviceRun | None:
         """The run once the task has ended, None while it has not after `timeout` seconds; raises the task's

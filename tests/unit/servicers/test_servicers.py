@@ -138,3 +138,30 @@ async def test_a_leaving_scheduler_ends_its_event_watches_with_a_resumable_unava
     with pytest.raises(errors.Unavailable, match="since_event_id=1"):
         await asyncio.wait_for(watcher, 2)
     await hub.stop()
+
+
+async def test_a_submission_that_waits_comes_back_ended_and_one_withdrawn_is_cancelled(devices):
+    """SubmitTask's wait_s: a quick task answers ended in the one call (no GetTask); a caller that goes away while
+    its submission waits (it never had the handle) withdraws the task instead of leaving it to run unseen."""
+    pool, checks = ThreadPoolExecutor(2), ThreadPoolExecutor(2)
+    fleet = Fleet(devices, pool, {}, reader=checks, faults={"rigetti_aspen": "slow"})
+    servicer = DeviceServicer(fleet)
+    try:
+        quick = await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
+                                                               task_id="q1", wait_s=1.0), None)
+        assert quick.status == "completed" and sum(quick.counts.values()) == 100
+        at_once = await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10,
+                                                                 task_id="s1"), None)
+        assert at_once.status in ("queued", "running") and not at_once.counts
+        waiting = asyncio.ensure_future(servicer.SubmitTask(
+            ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10, task_id="s2", wait_s=1.0), None))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        withdrawn = await servicer.GetTask(ds.GetTaskRequest(task_id="s2", wait_s=5), None)
+        assert withdrawn.status == "failed" and withdrawn.error_code == "CANCELLED", withdrawn
+    finally:
+        fleet.cancel("s1")
+        pool.shutdown(wait=False)
+        checks.shutdown(wait=False)
