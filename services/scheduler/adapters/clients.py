@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 
@@ -11,10 +12,15 @@ from qnet.aggregator.v1 import aggregation_service_pb2_grpc as ag_grpc
 from qnet.backends.v1 import device_service_pb2 as ds
 
 from qnet_common import errors
+from qnet_common.cache import BytesLRU
 from qnet_common.device_router import DeviceRouter
 from qnet_common.grpcclient import channel, to_qnet_error
 from services.scheduler.domain.ports import Aggregated, Assessment, DeviceInfo, DeviceRun, TaskHandle
 
+#: A device's assessment of a circuit (can it run it, at what cost, how well) depends on the text, the shots and
+#: the device's calibration: it is kept this long, so that a circuit submitted again is not assessed again.
+ASSESSMENT_TTL_S = 30.0
+ASSESSMENT_CACHE_BYTES = 8 << 20
 
 #: How long a submission waits for its task to end before it answers with the handle: a quick simulator's
 #: task comes back finished (one RPC, no handle to record); a longer one is recorded and polled.
@@ -26,18 +32,29 @@ class DeviceClient:
 
     def __init__(self, router: DeviceRouter) -> None:
         self._router = router
+        #: (device, digest of the text, shots) -> (when asked, its assessment).
+        self._assessed: BytesLRU[tuple[float, Assessment]] = BytesLRU(ASSESSMENT_CACHE_BYTES, lambda _: 400)
 
     async def list(self, *, fresh: bool = False) -> list[DeviceInfo]:
         devices = await self._router.list_devices(fresh=fresh)
         return [DeviceInfo(d.id, d.status, d.num_qubits, d.estimated_wait_s, d.max_shots) for d in devices]
 
     async def assess(self, backends: Sequence[str], qasm: str, shots: int) -> dict[str, Assessment]:
-        found = await self._router.assess(backends, qasm, shots)
-        return {
-            a.device_id: Assessment(a.device_id, a.runnable, a.reason, a.cost, a.estimated_execution_s,
-                                    a.estimated_success_probability, a.refusal_code)
-            for a in found.values()
-        }
+        """The devices' assessments of the circuit; one asked within ASSESSMENT_TTL_S is not asked again."""
+        digest = hashlib.blake2b(qasm.encode(), digest_size=16).digest()
+        now = time.monotonic()
+        found: dict[str, Assessment] = {}
+        for backend in backends:
+            kept = self._assessed.get((backend, digest, shots))
+            if kept is not None and now - kept[0] < ASSESSMENT_TTL_S:
+                found[backend] = kept[1]
+        missing = [b for b in backends if b not in found]
+        if missing or not backends:
+            for a in (await self._router.assess(missing, qasm, shots)).values():
+                found[a.device_id] = Assessment(a.device_id, a.runnable, a.reason, a.cost, a.estimated_execution_s,
+                                                a.estimated_success_probability, a.refusal_code)
+                self._assessed.put((a.device_id, digest, shots), (now, found[a.device_id]))
+        return found
 
     async def submit(self, backend: str, qasm: str, shots: int, task_id: str) -> TaskHandle:
         address, task = await self._router.submit(backend, qasm, shots, task_id, wait_s=SUBMIT_WAIT_S)
