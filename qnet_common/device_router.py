@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -23,6 +24,7 @@ from qnet.backends.v1 import device_service_pb2 as ds
 from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
 from qnet_common import errors
+from qnet_common.coalesce import Coalesced
 from qnet_common.grpcclient import channel, to_qnet_error
 from qnet_common.registry import LEASE_S, Instance, Registry
 
@@ -62,6 +64,7 @@ class DeviceRouter:
         self._read_at = float("-inf")
         self._reading: asyncio.Task | None = None
         self._listed: tuple[float, list[backends_pb2.Backend]] | None = None
+        self._listings = {fresh: Coalesced(functools.partial(self._list_devices, fresh)) for fresh in (False, True)}
         #: Load per (address, device) from the last listing: tasks queued and running there.
         self._load: dict[tuple[str, str], int] = {}
         self._turn = itertools.count()
@@ -149,10 +152,15 @@ class DeviceRouter:
     # --- calls -------------------------------------------------------------------------------------------
 
     async def list_devices(self, *, fresh: bool = False) -> list[backends_pb2.Backend]:
-        """Every known device with its coupling map; one served by no live replica is reported offline."""
-        now = time.monotonic()
-        if not fresh and self._listed and now - self._listed[0] < LIST_TTL_S:
+        """Every known device with its coupling map; one served by no live replica is reported offline.
+        `fresh`: listed after the call (never older); else within LIST_TTL_S. Concurrent callers share one
+        listing (qnet_common/coalesce.py)."""
+        if not fresh and self._listed and time.monotonic() - self._listed[0] < LIST_TTL_S:
             return self._listed[1]
+        return await self._listings[fresh].get()
+
+    async def _list_devices(self, fresh: bool) -> list[backends_pb2.Backend]:
+        now = time.monotonic()
         await self._refresh(fresh=fresh)
         live = self._live()
         lapsed = self._lapsed()

@@ -12,6 +12,7 @@ from qnet.network.v1 import network_service_pb2 as nw
 from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
 from qnet.scheduler.v1 import execution_service_pb2 as ex
 
+from qnet_common.coalesce import Coalesced
 from qnet_common.envoy import EDGE_HEADER
 from services.network.adapters.mesh_view import MeshView
 from services.network.domain.status import BackendLine, network_status, percentile
@@ -29,11 +30,11 @@ CURRENCY = "USD"
 class NetworkServicer(nw_grpc.NetworkServiceServicer):
     def __init__(self, mesh: MeshView) -> None:
         self._mesh = mesh
+        # Concurrent status requests share one count (never one begun before they asked).
+        self._active_jobs = Coalesced(lambda: asyncio.to_thread(mesh.stats.active_jobs))
 
     async def GetStatus(self, request, context):
-        (devices, reachable), active = await asyncio.gather(
-            self._mesh.devices_or_empty(), asyncio.to_thread(self._mesh.stats.active_jobs)
-        )
+        (devices, reachable), active = await asyncio.gather(self._mesh.devices_or_empty(), self._active_jobs.get())
         lines = [BackendLine(d.id, d.status, d.queue_depth, d.num_qubits) for d in devices]
         found = network_status(lines, active, reachable)
         return nw.GetStatusResponse(
