@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 from qnet.backends.v1 import (
@@ -35,11 +34,13 @@ class BackendsComponent:
     def __init__(self, settings: Settings) -> None:
         self._db = Database.shared(settings.db_url)
         self._statuses = StatusStore(self._db)
-        self._executor = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="device")
+        devices = build_devices(settings.devices or None)
+        # A thread for every task the devices may run at once: no device's task waits for another device's.
+        self._executor = ThreadPoolExecutor(max_workers=max(1, sum(d.spec.concurrent_tasks for d in devices.values())),
+                                            thread_name_prefix="device")
         # Circuits are read and assessed on threads of their own: a burst of submissions (or of hostile texts)
         # cannot hold up device tasks, nor device tasks the submissions.
         self._reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checks")
-        devices = build_devices(settings.devices or None)
         stored = self._statuses.load()
         for device_id, status in settings.device_status.items():
             stored[device_id] = status  # the environment wins at start

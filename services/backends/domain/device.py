@@ -88,6 +88,10 @@ class DeviceSpec:
     max_active_qubits: int = 0
     max_work: float = 0.0
     emulation: str = ""
+    #: Tasks the device runs at once. A QPU runs one circuit at a time, so every hardware emulation runs one
+    #: (the others wait in its queue, as on the real machine); an ideal simulator running on the cluster itself
+    #: may run several (Aer simulates outside Python's lock).
+    concurrent_tasks: int = 1
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,8 @@ class Fleet:
         # Readings and refusals: a refused text resubmitted (a retry, a batch) is refused without reading again.
         self._circuits: BytesLRU[Circuit | errors.QnetError] = BytesLRU(CIRCUIT_CACHE_BYTES, _reading_bytes)
         self.queues = {
-            device_id: DeviceQueue(device_id, executor, concurrency=1, max_queue_depth=200)
-            for device_id in self.devices
+            device_id: DeviceQueue(device_id, executor, concurrency=device.spec.concurrent_tasks, max_queue_depth=200)
+            for device_id, device in self.devices.items()
         }
         self.statuses = {device_id: statuses.get(device_id, "online") for device_id in self.devices}
         for device_id, status in self.statuses.items():
