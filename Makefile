@@ -71,7 +71,13 @@ test: lint test-unit test-integration test-e2e ## Every tier
 soak: setup test-tools ## Ten minutes at a fixed rate through Envoy: no errors, flat memory (bench/results/soak.md)
 	QNET_SOAK_S=600 $(PY) -m pytest -q -s tests/e2e/test_soak.py
 
+# bench/bench_e2e.py loads the mesh with wrk (Debian's package), installed when missing; without it a Python
+# client measures instead, and on two cores that client is the bottleneck.
 bench: setup ## Benchmarks; results go to bench/results/
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; } \
+	  || echo "bench: wrk is not installed (Debian package wrk); bench_e2e.py uses its Python client instead"
 	$(PY) bench/run_all.py
 
 clean: ## Remove generated code and local data

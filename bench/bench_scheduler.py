@@ -18,11 +18,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
 from qnet_common.db import Database  # noqa: E402
+from qnet_common.pgserver import Server  # noqa: E402
 from services.scheduler.adapters.job_store import JobStore  # noqa: E402
 from services.scheduler.domain.engine import Engine  # noqa: E402
 from services.scheduler.domain.jobs import JobRequest  # noqa: E402
 from services.scheduler.domain.ports import Aggregated, Assessment, DeviceInfo, DeviceRun  # noqa: E402
-from tests.postgres import Server  # noqa: E402
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
 
