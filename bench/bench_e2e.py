@@ -226,7 +226,8 @@ def profiled(mesh: RunningMesh, service: str | None, row: str, seconds: float) -
     spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
     out = RESULTS / f"flame-{service}-{row}.svg"
     pid = processes(mesh)[service].pid
-    recorder = subprocess.Popen([spy, "record", "-o", str(out), "--pid", str(pid), "--duration",
+    # --nonblocking: reading the stacks without pausing the process needs no ptrace stop (refused in containers)
+    recorder = subprocess.Popen([spy, "record", "--nonblocking", "-o", str(out), "--pid", str(pid), "--duration",
                                  str(max(1, round(seconds)))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         yield
