@@ -253,6 +253,8 @@ class Engine:
     async def stop(self, grace: float) -> None:
         """Stops claiming; gives running jobs `grace` seconds, then hands the rest back to the queue."""
         self._stopping = True
+        for job_id in list(self._waiters):  # requests for jobs this replica does not run answer at once
+            self._changed(job_id)
         self._wake.set()
         running = list(self._running.values())
         if running:  # hand back what is unfinished a little before the server's grace ends, so that the
@@ -313,6 +315,8 @@ class Engine:
                               error_message="the scheduler failed while running this job; it is logged")
         finally:
             self._running.pop(job.job_id, None)
+            if self._stopping:  # a draining replica's waiters answer once the job is no longer run here
+                self._changed(job.job_id)
         try:  # the heartbeat keeps the lease while the outcome is being recorded
             written = await self._record(job.job_id, outcome)
         finally:
