@@ -9,6 +9,7 @@ import random
 import re
 import urllib.parse
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,13 @@ FATAL_CLOSE_CODES = {4001: "UNAUTHENTICATED", 4004: "INVALID_ARGUMENT"}
 _JOB_IN_MESSAGE = re.compile(r"\(job (net_job_[0-9a-zA-Z_]+)\)")
 
 
+def from_environment(*names: str, env: Mapping[str, str] | None = None) -> str:
+    """The value of the first of `names` set to something in `env` (default os.environ), else "": the one place
+    the client package reads its environment (Config, the gRPC client and the CLI go through it)."""
+    env = os.environ if env is None else env
+    return next((env[name] for name in names if env.get(name)), "")
+
+
 @dataclass(frozen=True)
 class Config:
     """The API's base URL (ending in /api/v2/network) and the key."""
@@ -36,9 +44,8 @@ class Config:
     @classmethod
     def resolve(cls, url: str | None = None, api_key: str | None = None, env: dict[str, str] | None = None) -> Config:
         """Arguments first, then QNET_URL and QNET_API_KEY (or QCOS_API_KEY, as the spec's examples use)."""
-        env = os.environ if env is None else env
-        url = url or env.get("QNET_URL") or DEFAULT_URL
-        key = api_key or env.get("QNET_API_KEY") or env.get("QCOS_API_KEY") or ""
+        url = url or from_environment("QNET_URL", env=env) or DEFAULT_URL
+        key = api_key or from_environment("QNET_API_KEY", "QCOS_API_KEY", env=env)
         return cls(base_url(url), key)
 
     @property

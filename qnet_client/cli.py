@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from qnet_client import models
-from qnet_client._core import DEFAULT_URL
+from qnet_client._core import DEFAULT_URL, from_environment
 from qnet_client.client import Client
 from qnet_client.errors import QnetError, WaitTimeout
 
@@ -375,8 +374,8 @@ def cmd_admin(client: Client | None, args: argparse.Namespace, out: Output) -> i
     ensure_stubs()
     from services.backends.cli import set_status
 
-    key = (args.admin_key or os.environ.get("QNET_ADMIN_KEY") or args.key or os.environ.get("QNET_API_KEY")
-           or os.environ.get("QCOS_API_KEY", ""))
+    key = (args.admin_key or from_environment("QNET_ADMIN_KEY") or args.key
+           or from_environment("QNET_API_KEY", "QCOS_API_KEY"))
     try:
         device = set_status(args.address, key, args.backend_id, args.status)
     except grpc.RpcError as error:
@@ -454,7 +453,7 @@ def parser() -> argparse.ArgumentParser:
     keys = command("keys", cmd_keys, "create an API key in the service's database (QNET_DATA_DIR or "
                    "QNET_DATABASE_URL)")
     keys.add_argument("action", choices=("create",))
-    keys.add_argument("--name", default=os.environ.get("USER", "dev"), help="who the key is for")
+    keys.add_argument("--name", default=from_environment("USER") or "dev", help="who the key is for")
     keys.add_argument("--shots-per-day", type=int, help="daily shot budget (default none)")
     keys.add_argument("--cost-per-day", type=float, help="daily cost budget in USD (default none)")
     keys.add_argument("--admin", action="store_true", help="an operator key (may change backend statuses)")
@@ -464,7 +463,7 @@ def parser() -> argparse.ArgumentParser:
     admin.add_argument("action", choices=("set-status",))
     admin.add_argument("backend_id")
     admin.add_argument("status", choices=("online", "maintenance", "offline"))
-    admin.add_argument("--address", default=os.environ.get("QNET_BACKENDS_ADDR", "127.0.0.1:50052"),
+    admin.add_argument("--address", default=from_environment("QNET_BACKENDS_ADDR") or "127.0.0.1:50052",
                        help="any backends replica (default QNET_BACKENDS_ADDR or 127.0.0.1:50052)")
     admin.add_argument("--admin-key", help="an operator key (default QNET_ADMIN_KEY, else --key)")
     return top

@@ -11,12 +11,11 @@ google.rpc.ErrorInfo every qnet error carries.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 from typing import Any
 
-from qnet_client._core import new_idempotency_key
+from qnet_client._core import from_environment, new_idempotency_key
 from qnet_client.errors import QnetError, error_for
 
 #: Environment variable and default address of each service (the mesh's fixed ports, as `make run` binds them).
@@ -82,10 +81,10 @@ class GrpcClient:
         self._grpc = grpc
         self._pb = _stubs()
         ag, ag_grpc, bs, bs_grpc, ns, ns_grpc, ex, ex_grpc = self._pb
-        self.api_key = api_key or os.environ.get("QNET_API_KEY") or os.environ.get("QCOS_API_KEY") or ""
+        self.api_key = api_key or from_environment("QNET_API_KEY", "QCOS_API_KEY")
         self.timeout = timeout
         given = addresses or {}
-        self.addresses = {name: given.get(name) or os.environ.get(var) or default
+        self.addresses = {name: given.get(name) or from_environment(var) or default
                           for name, (var, default) in ADDRESSES.items()}
         self._channels = {name: grpc.insecure_channel(address) for name, address in self.addresses.items()}
         self.execution = ex_grpc.ExecutionServiceStub(self._channels["scheduler"])

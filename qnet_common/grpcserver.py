@@ -1,8 +1,10 @@
 """The one gRPC server bootstrap of every service: auth, error mapping, metrics, health, reflection, drain.
 
 `create_server(settings, component)` builds a grpc.aio server on `settings.grpc_port` (0: any free port) and
-returns it with the bound port; `serve(name, build)` is each service's `main`: it starts the server and its
-metrics endpoint, prints one ready line, and on SIGTERM or SIGINT drains in-flight work before exiting.
+returns it with the bound port; `serve(name, build)` is each service's `main`: it parses the service's own
+settings (qnet_common.settings.SETTINGS_OF), builds its component from them, starts the server and its metrics
+endpoint, prints one ready line, and on SIGTERM or SIGINT drains in-flight work before exiting. The code here
+reads only the common part of the settings (qnet_common.settings.Settings).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -33,9 +35,12 @@ from qnet_common.db import Database
 from qnet_common.envoy import bounded_message, error_trailers
 from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import Registry, keep_registered
-from qnet_common.settings import Settings
+from qnet_common.settings import Settings, SettingsError, for_service
 
 log = logging.getLogger(__name__)
+
+#: A service's own settings type (qnet_common.settings.SETTINGS_OF).
+S = TypeVar("S", bound=Settings)
 
 #: RPCs anyone may call: health checks and reflection.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -377,13 +382,13 @@ def use_pool(loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
     loop.set_default_executor(ThreadPoolExecutor(max_workers=settings.db_pool_size, thread_name_prefix="blocking"))
 
 
-def bootstrap(service: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
-    """The `main` of every service process, gRPC or not (the gateway): settings from the environment (its
-    default ports from DEFAULT_PORTS; a malformed value stops it naming the variable), logging, the blocking
-    pool, and `run(settings, stop)` until SIGTERM/SIGINT sets `stop`."""
+def bootstrap(service: str, run: Callable[[S, asyncio.Event], Awaitable[None]]) -> None:
+    """The `main` of every service process, gRPC or not (the gateway): the service's own settings from the
+    environment (its type from SETTINGS_OF, its default ports from DEFAULT_PORTS; a malformed value stops it
+    naming the variable), logging, the blocking pool, and `run(settings, stop)` until SIGTERM/SIGINT sets `stop`."""
     try:
-        settings = Settings.for_service(service)
-    except ValueError as error:
+        settings = cast(S, for_service(service))
+    except SettingsError as error:
         print(f"{service}: bad configuration: {error}", file=sys.stderr)
         sys.exit(2)
     logs.configure(service, settings.log_level)
@@ -399,11 +404,11 @@ def bootstrap(service: str, run: Callable[[Settings, asyncio.Event], Awaitable[N
     asyncio.run(main())
 
 
-def serve(service: str, build: Callable[[Settings], Awaitable[Component]]) -> None:
+def serve(service: str, build: Callable[[S], Awaitable[Component]]) -> None:
     """The `main` of a gRPC service: bootstrap, then its component behind the shared server until SIGTERM, then
-    drain."""
+    drain. `build` receives the service's own settings (SETTINGS_OF[service])."""
 
-    async def run(settings: Settings, stop_event: asyncio.Event) -> None:
+    async def run(settings: S, stop_event: asyncio.Event) -> None:
         keys = await asyncio.to_thread(open_keys, settings)
         component = await build(settings)
         await run_service(service, component, settings, keys, stop_event)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from qnet_common.db import Database
-from qnet_common.settings import Settings
+from qnet_common.settings import DatabaseSettings
 
 KEY_PREFIX = "qnet_"
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--cost-per-day", type=float, default=None, help="cost budget per day in USD")
     create.add_argument("--admin", action="store_true", help="an operator key (may change backend statuses)")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    settings = DatabaseSettings.from_env()
     store = ApiKeyStore(Database(settings.db_url))
     key, secret = store.create(
         args.name, shots_per_day=args.shots_per_day, cost_per_day=args.cost_per_day, admin=args.admin

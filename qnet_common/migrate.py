@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from qnet_common import logs
 from qnet_common.db import Database
-from qnet_common.settings import Settings
+from qnet_common.settings import MigrationSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to keep retrying (default 300)")
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
-    except ValueError as error:
+        settings = MigrationSettings.from_env()
+    except SettingsError as error:
         print(f"migrate: bad configuration: {error}", file=sys.stderr)
         return 2
     logs.configure("migrate", settings.log_level)

@@ -16,6 +16,8 @@ import time
 
 import psycopg
 
+from qnet_common.settings import PgServerSettings
+
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Where a kept server's data goes when run as root and the postgres user cannot reach the data dir asked for
 #: (a checkout under /root, say): one folder per data dir asked for, so a run finds its data again.
@@ -46,8 +48,10 @@ def _postgres_reaches(folder: str) -> bool:
 class Server:
     """A PostgreSQL server: QNET_TEST_POSTGRES_DSN, else the local one, else one started from initdb."""
 
-    def __init__(self, datadir: str | None = None) -> None:
-        """`datadir`: keep the started server's data there (kept across runs); else a temporary one."""
+    def __init__(self, datadir: str | None = None, settings: PgServerSettings | None = None) -> None:
+        """`datadir`: keep the started server's data there (kept across runs); else a temporary one. `settings`:
+        PgServerSettings.from_env() when not given."""
+        self._settings = PgServerSettings.from_env() if settings is None else settings
         self.admin_dsn: str | None = None
         self._datadir: str | None = None
         self._pg_ctl: str | None = None
@@ -55,7 +59,7 @@ class Server:
 
     def find_or_start(self, *, private: bool = False) -> str | None:
         """`private`: always a throwaway server of this test's own (one it may stop and start again)."""
-        for dsn in filter(None, (os.environ.get("QNET_TEST_POSTGRES_DSN"), DEFAULT_DSN,
+        for dsn in filter(None, (self._settings.test_dsn, DEFAULT_DSN,
                                  "postgresql://root@127.0.0.1:5432/test")):
             if not private and _reachable(dsn):
                 self.admin_dsn = dsn

@@ -39,7 +39,7 @@ from qnet_common.db import Database
 from qnet_common.envoy_config import render_config
 from qnet_common.envoy_process import EnvoyProcess, die_with_parent
 from qnet_common.keys import ApiKeyStore
-from qnet_common.settings import DEFAULT_PORTS, Settings
+from qnet_common.settings import DEFAULT_PORTS, LauncherSettings, SettingsError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 READY = re.compile(r"QNET_READY service=(\S+) (grpc|http)=(\S+) metrics=(\S+)")
@@ -101,7 +101,7 @@ STABLE_S = 30.0
 
 
 class Mesh:
-    def __init__(self, settings: Settings, *, ephemeral: bool, http_port: int, admin_port: int,
+    def __init__(self, settings: LauncherSettings, *, ephemeral: bool, http_port: int, admin_port: int,
                  topology: str = "single", roles: tuple[Role, ...] | None = None) -> None:
         self.settings = settings
         self.ephemeral = ephemeral
@@ -128,8 +128,9 @@ class Mesh:
         return found[0] if len(found) == 1 else "ipv4:" + ",".join(found)
 
     def _env(self, role: Role, grpc_port: int, metrics_port: int, *, exact: bool = False) -> dict[str, str]:
-        """`exact`: these very ports (a restart keeps the addresses Envoy and the other services know)."""
-        env = dict(os.environ)
+        """`exact`: these very ports (a restart keeps the addresses Envoy and the other services know). The
+        children get this process's environment, which their own settings read, with the mesh's wiring on top."""
+        env = dict(os.environ)  # passed on, not read here (tests/unit/test_settings.py names this exception)
         if self.topology == "cluster":
             env.setdefault("QNET_DRAIN_DELAY_S", CLUSTER_DRAIN_DELAY_S)
         env.update(role.env)
@@ -280,16 +281,15 @@ def _replicas(text: str) -> dict[str, int]:
     return found
 
 
-def _register_dev_key(settings: Settings) -> str:
-    secret = os.environ.get("QNET_DEV_API_KEY", "")
-    if not secret:
+def _register_dev_key(settings: LauncherSettings) -> str:
+    if not settings.dev_api_key:
         return ("no QNET_DEV_API_KEY set: create a key with `make api-key NAME=you`, "
                 "or restart with QNET_DEV_API_KEY=<any secret> make run")
-    ApiKeyStore(Database(settings.db_url)).ensure(secret, "dev")
+    ApiKeyStore(Database(settings.db_url)).ensure(settings.dev_api_key, "dev")
     return "dev key from QNET_DEV_API_KEY registered"
 
 
-def _cluster_database(settings: Settings) -> tuple[Settings, object | None]:
+def _cluster_database(settings: LauncherSettings) -> tuple[LauncherSettings, object | None]:
     """Cluster mode runs on PostgreSQL: QNET_DATABASE_URL's, else one started in the data dir."""
     if settings.database_url.startswith(("postgresql://", "postgres://")):
         return settings, None
@@ -313,8 +313,7 @@ def roles_of(topology: str, replicas: dict[str, int]) -> tuple[Role, ...]:
     return tuple(replace(r, replicas=replicas.get(r.name, r.replicas)) for r in TOPOLOGIES[topology])
 
 
-async def amain(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+async def amain(args: argparse.Namespace, settings: LauncherSettings) -> int:
     topology = "cluster" if args.cluster else "single"
     try:
         roles = roles_of(topology, args.replicas)
@@ -364,6 +363,11 @@ async def amain(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    try:
+        settings = LauncherSettings.from_env()
+    except SettingsError as error:
+        print(f"qnet: bad configuration: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
     parser = argparse.ArgumentParser(prog="python -m services.mesh", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ephemeral", action="store_true", help="let the OS pick every port (tests)")
@@ -371,9 +375,11 @@ def main() -> None:
                         help="the cluster topology: replicas, one adapter service per provider, PostgreSQL")
     parser.add_argument("--replicas", type=_replicas, default={}, metavar="ROLE=N[,ROLE=N]",
                         help="replicas per role, e.g. scheduler=3,backends-local=2 (ports: role's port + i)")
-    parser.add_argument("--http-port", type=int, default=int(os.environ.get("QNET_HTTP_PORT", "8080")))
-    parser.add_argument("--admin-port", type=int, default=int(os.environ.get("QNET_ADMIN_PORT", "9901")))
-    sys.exit(asyncio.run(amain(parser.parse_args())))
+    parser.add_argument("--http-port", type=int, default=settings.http_port,
+                        help="Envoy's listener port (default QNET_HTTP_PORT or 8080)")
+    parser.add_argument("--admin-port", type=int, default=settings.admin_port,
+                        help="Envoy's admin port (default QNET_ADMIN_PORT or 9901)")
+    sys.exit(asyncio.run(amain(parser.parse_args(), settings)))
 
 
 if __name__ == "__main__":

@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import grpc
 from qnet.backends.v1 import device_service_pb2 as ds
 from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
-from qnet_common.settings import default_address
+from qnet_common.settings import OperatorCliSettings, default_address
 from services.backends.domain.device import DEVICE_STATUSES
 
 
@@ -32,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Defaults filled in here: parser.set_defaults would also change the shared actions' defaults, and the
     # subcommand's parse would then reset an option given before the subcommand.
-    args.address = getattr(args, "address", None) or os.environ.get("QNET_BACKENDS_ADDR", default_address("backends"))
-    args.key = getattr(args, "key", None) or os.environ.get("QNET_ADMIN_KEY", "")
+    settings = OperatorCliSettings.from_env()
+    args.address = getattr(args, "address", None) or settings.backends_addr
+    args.key = getattr(args, "key", None) or settings.admin_key
     try:
         device = set_status(args.address, args.key, args.backend, args.status)
     except grpc.RpcError as error:

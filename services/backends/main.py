@@ -15,7 +15,7 @@ from qnet.backends.v1 import (
 
 from qnet_common.db import Database
 from qnet_common.grpcserver import serve
-from qnet_common.settings import Settings
+from qnet_common.settings import BackendsSettings
 from services.backends import metrics
 from services.backends.adapters.registry import DEVICE_IDS, build_devices
 from services.backends.adapters.status_store import StatusStore
@@ -31,7 +31,7 @@ class BackendsComponent:
         device_service_pb2.DESCRIPTOR.services_by_name["DeviceService"].full_name,
     )
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: BackendsSettings) -> None:
         self._db = Database.shared(settings.db_url)
         self._statuses = StatusStore(self._db)
         devices = build_devices(settings.devices or None)
@@ -80,7 +80,7 @@ class BackendsComponent:
         self._db.close()
 
 
-async def build(settings: Settings) -> BackendsComponent:
+async def build(settings: BackendsSettings) -> BackendsComponent:
     return await asyncio.to_thread(BackendsComponent, settings)
 
 

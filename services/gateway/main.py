@@ -16,7 +16,7 @@ from qnet_common.grpcclient import channel
 from qnet_common.grpcserver import bootstrap
 from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import Registry, keep_registered
-from qnet_common.settings import Settings
+from qnet_common.settings import GatewaySettings
 from services.gateway.bridge import Bridge
 from services.gateway.static import StaticFiles, hook
 
@@ -33,7 +33,7 @@ def _health(connection, request) -> Response | None:
     return None
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     db = Database.shared(settings.db_url)
     keys = ApiKeyStore(db)
     registry = await asyncio.to_thread(Registry, db)
@@ -47,7 +47,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     # The console and the OpenAPI document (services/gateway/static.py), then /healthz, then the stream.
     process_request = hook(StaticFiles(), _health)
     async with serve(bridge.handle, settings.host, settings.grpc_port, process_request=process_request,
-                     ping_interval=settings.ws_ping_s, ping_timeout=settings.ws_ping_s) as server:
+                     ping_interval=settings.ws_ping_s, ping_timeout=settings.ws_ping_s,
+                     close_timeout=settings.grace_s) as server:
         port = server.sockets[0].getsockname()[1]
         address = settings.advertise_addr or f"{settings.host}:{port}"
         registration = asyncio.create_task(keep_registered(registry, instance_id, "gateway", address, ()))

@@ -6,7 +6,7 @@ from qnet.backends.v1 import backend_service_pb2, backend_service_pb2_grpc
 from qnet.network.v1 import network_service_pb2, network_service_pb2_grpc
 
 from qnet_common.grpcserver import serve
-from qnet_common.settings import Settings
+from qnet_common.settings import NetworkSettings
 from services.network.adapters.mesh_view import MeshView
 from services.network.api.servicers import BackendCatalogueServicer, NetworkServicer
 
@@ -17,7 +17,7 @@ class NetworkComponent:
         backend_service_pb2.DESCRIPTOR.services_by_name["BackendService"].full_name,
     )
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: NetworkSettings) -> None:
         self._mesh = MeshView(settings)
 
     def register(self, server) -> None:
@@ -31,7 +31,7 @@ class NetworkComponent:
         await self._mesh.close()
 
 
-async def build(settings: Settings) -> NetworkComponent:
+async def build(settings: NetworkSettings) -> NetworkComponent:
     # gRPC channels must be made on the running loop; the schema migration is quick.
     return NetworkComponent(settings)
 

@@ -14,7 +14,7 @@ from qnet_common.device_router import DeviceRouter
 from qnet_common.events import EventHub
 from qnet_common.grpcserver import serve
 from qnet_common.registry import Registry
-from qnet_common.settings import Settings
+from qnet_common.settings import SchedulerSettings
 from services.scheduler.adapters.clients import AggregatorClient, DeviceClient
 from services.scheduler.adapters.job_store import JobStore
 from services.scheduler.api.servicers import ExecutionServicer, JobEventsServicer
@@ -28,7 +28,7 @@ class SchedulerComponent:
         job_events_service_pb2.DESCRIPTOR.services_by_name["JobEventsService"].full_name,
     )
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SchedulerSettings) -> None:
         self._settings = settings
         self._db = Database.shared(settings.db_url)
         self.store = JobStore(self._db)
@@ -72,7 +72,7 @@ class SchedulerComponent:
         self._db.close()
 
 
-async def build(settings: Settings) -> SchedulerComponent:
+async def build(settings: SchedulerSettings) -> SchedulerComponent:
     # gRPC channels must be made on the running loop; the schema migration is quick.
     return SchedulerComponent(settings)
 

@@ -18,7 +18,7 @@ from qnet.network.v1 import network_service_pb2_grpc as nw_grpc
 from qnet_common.db import Database
 from qnet_common.grpcserver import create_server
 from qnet_common.keys import ApiKeyStore
-from qnet_common.settings import Settings
+from qnet_common.settings import NetworkSettings, Settings
 from services.network.main import NetworkComponent
 
 
@@ -33,8 +33,7 @@ async def network(sqlite_url):
     keys = ApiKeyStore(Database(sqlite_url))
     _, secret = keys.create("tester")
     dead = f"127.0.0.1:{closed_port()}"
-    settings = Settings(database_url=sqlite_url, service_key="mesh-secret",
-                        scheduler_addr=dead, aggregator_addr=dead)
+    settings = NetworkSettings(database_url=sqlite_url, service_key="mesh-secret", scheduler_addr=dead)
     component = NetworkComponent(settings)
     server, port, health = await create_server(settings, "network", component, keys)
     await server.start()

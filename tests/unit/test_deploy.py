@@ -4,10 +4,10 @@ Every overlay renders with `kubectl kustomize`; every object validates strictly 
 (kubernetes-validate) or, for the Prometheus Operator's kinds, against a schema of their own here; every
 Dockerfile passes hadolint; Envoy's generated config is what deploy/k8s/render.py renders now, and Envoy loads
 it. Then the manifests against the code: the roles, devices and connection budgets of services/mesh.py, each
-service's default ports (services/*/main.py), its gRPC health service names, the variables Settings.from_env
-reads, the peers each service calls (the network service's MeshView.LINKS) against the NetworkPolicies, the metrics
-the alerts name, the SDK each adapter image must carry (its imports run in an environment holding only the
-image's packages), and the schema migration.
+service's default ports (services/*/main.py), its gRPC health service names, the variables its own settings
+type reads (qnet_common.settings.SETTINGS_OF: a container sets no other), the peers each service calls (the
+network service's MeshView.LINKS) against the NetworkPolicies, the metrics the alerts name, the SDK each adapter
+image must carry (its imports run in an environment holding only the image's packages), and the schema migration.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from qnet_common import migrate
-from qnet_common.settings import DEFAULT_PORTS, Settings
+from qnet_common.settings import DEFAULT_PORTS, SETTINGS_OF, MigrationSettings, for_service, variables
 from services.backends.adapters.registry import ADAPTERS, DEVICE_IDS
 from services.mesh import PUBLIC, TOPOLOGIES
 from services.network.adapters.mesh_view import MeshView
@@ -58,8 +58,8 @@ PROMETHEUS_PEER = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
 }
-#: The only variables a qnet container may set besides the QNET_* ones Settings reads: the pod's IP, which
-#: QNET_ADVERTISE_ADDR is made of.
+#: The only variables a qnet container may set besides the QNET_* ones its program's settings read: the pod's IP,
+#: which QNET_ADVERTISE_ADDR is made of.
 DOWNWARD_ENV = {"POD_IP"}
 POD_IP = "10.1.2.3"
 SECRETS = {("qnet-database", "url"): "postgresql://qnet:secret@db.example:5432/qnet",
@@ -537,24 +537,33 @@ def test_envoy_clusters_resolve_the_headless_services():
 
 def main_defaults() -> dict[str, tuple[int, int]]:
     """service -> (gRPC or HTTP port, metrics port) its main.py starts on: DEFAULT_PORTS of the name it passes to
-    serve(), bootstrap() or Settings.for_service()."""
+    serve(), bootstrap() or for_service()."""
     found = {}
     for path in sorted((ROOT / "services").glob("*/main.py")):
         names = {node.args[0].value for node in ast.walk(ast.parse(path.read_text()))
                  if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
                  and (getattr(node.func, "id", "") in {"serve", "bootstrap"}
-                     or getattr(node.func, "attr", "") == "for_service")}
+                     or "for_service" in (getattr(node.func, "id", ""), getattr(node.func, "attr", "")))}
         assert names == {path.parent.name}, f"{path.relative_to(ROOT)} starts as {names}"
         found[path.parent.name] = DEFAULT_PORTS[path.parent.name]
     return found
 
 
+#: The settings type of each program a qnet container runs (`python -m MODULE ...`): a service's own, or the tools'.
+PROGRAM_SETTINGS = {**{f"services.{service}.main": kind for service, kind in SETTINGS_OF.items()},
+                    "qnet_common.migrate": MigrationSettings}
+
+
+def container_settings(container: dict) -> type:
+    """The settings type of the program the container runs."""
+    command = container["command"]
+    assert command[:2] == ["python", "-m"] and command[2] in PROGRAM_SETTINGS, f"{container['name']} runs {command}"
+    return PROGRAM_SETTINGS[command[2]]
+
+
 def settings_variables() -> set[str]:
-    """Every variable Settings.from_env reads."""
-    tree = ast.parse((ROOT / "qnet_common" / "settings.py").read_text())
-    (from_env,) = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "from_env"]
-    return {n.value for n in ast.walk(from_env) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            and n.value.startswith("QNET_")}
+    """Every variable the settings of a program a qnet container runs read."""
+    return set().union(*(variables(kind) for kind in PROGRAM_SETTINGS.values()))
 
 
 def health_names(service: str) -> tuple[str, ...]:
@@ -586,7 +595,8 @@ def test_each_deployment_runs_its_role_on_its_ports(overlay):
         # The role's own settings in make run-cluster: devices and the connection budget.
         for key, value in role.env:
             assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}, the topology says {value!r}"
-        settings = Settings.for_service(role.service, env)
+        settings = for_service(role.service, env)
+        assert container_settings(container) is type(settings)
         assert settings.host == "0.0.0.0"
         assert settings.advertise_addr == f"{POD_IP}:{port}"
         assert settings.database_url.startswith("postgresql://") and settings.service_key
@@ -610,15 +620,20 @@ def test_each_deployment_runs_its_role_on_its_ports(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_variable_is_one_the_settings_read(overlay):
-    known = settings_variables()
+def test_every_variable_is_one_the_containers_own_settings_read(overlay):
+    """A container sets only what its program's settings read: a scheduler no QNET_DEVICES, a migration no pool."""
+    checked = set()
     for workload in workloads(overlay):
         for container in [*pod(workload)["containers"], *pod(workload).get("initContainers", [])]:
             if not container["image"].startswith("qnet/") or container["image"].startswith("qnet/envoy"):
                 continue
+            kind = container_settings(container)
             names = {e["name"] for e in container.get("env", [])}
-            assert names - DOWNWARD_ENV <= known, f"{workload['metadata']['name']}: {names - DOWNWARD_ENV - known}"
-            Settings.from_env(container_env(container))  # and every value parses
+            stray = names - DOWNWARD_ENV - variables(kind)
+            assert not stray, f"{workload['metadata']['name']}/{container['name']}: {kind.__name__} reads no {stray}"
+            kind.from_env(container_env(container))  # and every value parses
+            checked.add(kind)
+    assert checked == set(PROGRAM_SETTINGS.values())
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -750,7 +765,7 @@ def test_database_connections_fit_the_server(overlay):
     for name, deployment in service_deployments(overlay).items():
         replicas = hpas.get(name, deployment["spec"].get("replicas", 1))
         env = container_env(qnet_container(deployment))
-        total += replicas * (Settings.from_env(env).db_pool_size + EXTRA_CONNECTIONS)
+        total += replicas * (for_service(roles()[name].service, env).db_pool_size + EXTRA_CONNECTIONS)
     if overlay == "dev":
         (postgres,) = objects(overlay, "StatefulSet").values()
         args = " ".join(pod(postgres)["containers"][0]["args"])

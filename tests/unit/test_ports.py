@@ -5,14 +5,14 @@ from __future__ import annotations
 import pathlib
 import re
 
-from qnet_common.settings import DEFAULT_PORTS, Settings
+from qnet_common.settings import DEFAULT_PORTS, for_service
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_each_service_starts_on_its_default_ports():
     for service, (grpc_port, metrics_port) in DEFAULT_PORTS.items():
-        settings = Settings.for_service(service, env={})
+        settings = for_service(service, env={})
         assert (settings.grpc_port, settings.metrics_port) == (grpc_port, metrics_port)
 
 

@@ -15,7 +15,7 @@ from qnet_common.db import Database
 from qnet_common.device_router import DeviceRouter
 from qnet_common.grpcclient import channel, to_qnet_error
 from qnet_common.registry import Instance, Registry
-from qnet_common.settings import Settings
+from qnet_common.settings import NetworkSettings
 from services.network.adapters.job_stats import JobStats
 
 #: A plan checks the circuit on every candidate: the scheduler bounds that (SUBMIT_CHECK_S, 10 s); this is more.
@@ -30,7 +30,7 @@ class MeshView:
         ("scheduler", "aggregator", "grpc"), ("network", "backends", "grpc"), ("network", "scheduler", "grpc"),
     )
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: NetworkSettings) -> None:
         self._settings = settings
         self._db = Database.shared(settings.db_url)
         self.stats = JobStats(self._db)
