@@ -14,6 +14,8 @@ from services.backends.domain.emulation import checked
 #: Aer's statevector over 26 qubits is 1 GiB; the work bound (2.5e10 updates: ising_n26, about 10 s on two
 #: cores) keeps a run to seconds.
 MAX_ACTIVE_QUBITS = 26
+#: Aer's statevector_parallel_threshold: from this many qubits it spreads each state update over threads.
+PARALLEL_QUBITS = 14
 MAX_WORK = 2.5e10
 
 SPEC = DeviceSpec(
@@ -46,6 +48,10 @@ class LocalSimulator(Device):
         from qiskit_aer import AerSimulator
 
         self._simulator = AerSimulator(method="statevector")
+        # Below Aer's own threshold for parallel state updates a run gains nothing from more threads, and
+        # OpenMP's idle threads spin: one thread does the same run in the same time for half the CPU, which the
+        # other tasks running at once (concurrent_tasks) then get.
+        self._serial = AerSimulator(method="statevector", max_parallel_threads=1)
 
     def _checked(self, circuit: Circuit, shots: int) -> Circuit:
         # Mid-circuit measurement, reset and `if` make Aer simulate shot by shot.
@@ -57,7 +63,8 @@ class LocalSimulator(Device):
         program = to_qiskit(circuit)  # every intrinsic gate is one Aer runs natively: nothing to transpile
         started = time.perf_counter()
         options = {"shots": shots} | ({"seed_simulator": seed} if seed else {})
-        raw = self._simulator.run(program, **options).result().get_counts() if circuit.num_clbits else {}
+        simulator = self._serial if circuit.num_qubits < PARALLEL_QUBITS else self._simulator
+        raw = simulator.run(program, **options).result().get_counts() if circuit.num_clbits else {}
         counts = counts_of(raw, circuit.num_clbits) if circuit.num_clbits else {"": shots}
         return RunResult(counts, shots, program.depth(), program.num_nonlocal_gates(),
                          time.perf_counter() - started)
