@@ -127,12 +127,14 @@ class JobStore:
 
     # --- submission ------------------------------------------------------------------------------------
 
-    def insert(self, job: Job, request_id: str = "", charge: Charge | None = None) -> tuple[Job, bool]:
+    def insert(self, job: Job, request_id: str = "", charge: Charge | None = None,
+               claim_for: tuple[str, float] | None = None) -> tuple[Job, bool]:
         """Stores a queued job; with a request_id already used by this owner, returns that job instead.
 
         `charge` reserves the job's shots and cost against the owner's daily quota in the same transaction as
         the insert: a retried request (same request_id) is charged once, however many retries race, and a
-        refused reservation stores nothing.
+        refused reservation stores nothing. `claim_for` (worker, lease seconds) also claims the new job for that
+        worker in the same transaction, as `claim` would (its events: queued, then running).
         """
         try:
             with self.db.transaction() as tx:
@@ -148,6 +150,12 @@ class JobStore:
                     tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
                                (charge.shots, charge.cost, job.owner, charge.day))
                 self._insert(tx, job, request_id)
+                if claim_for is not None:
+                    worker, lease_s = claim_for
+                    now = time.time()
+                    tx.execute("UPDATE jobs SET status = ?, lease_owner = ?, lease_expires = ?, claims = claims + 1,"
+                               " started_at = ? WHERE job_id = ?", (RUNNING, worker, now + lease_s, now, job.job_id))
+                    self._event(tx, job.job_id, job.owner, RUNNING, None)
         except Exception as error:
             if not (request_id and self.db.is_unique_violation(error)):
                 raise

@@ -6,7 +6,9 @@ The job store is the only shared state: any replica can accept a job and any rep
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -37,7 +39,8 @@ from services.scheduler.domain.strategies import Candidate, choose, strategy_nam
 
 log = logging.getLogger(__name__)
 
-#: Attempts on one backend for transient failures, and the backoff before each retry.
+#: Attempts on one backend for transient failures, and the backoff before each retry (the last one repeated
+#: when a job with no other backend waits out its backend's restart, up to SELECT_WAIT_S).
 RETRIES = 3
 BACKOFF_S = (0.2, 0.5, 1.0)
 #: A device task is given up (cancelled, as unavailable) once it runs this long past what its device estimated
@@ -94,6 +97,10 @@ class Engine:
         self._running: dict[str, asyncio.Task] = {}
         #: Requests waiting for a job, woken when this replica records it or any replica announces a change.
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        #: Workers waiting for work; jobs the insert claimed for them (with when), and hand-offs being inserted.
+        self._idle = 0
+        self._handed: collections.deque[tuple[float, Job]] = collections.deque()
+        self._reserved = 0
         self._notified = notified
         self._on_job = on_job or (lambda job_id, status, backend, age_s: None)
 
@@ -144,10 +151,20 @@ class Engine:
         job = Job(new_job_id(), owner, request, QUEUED, time.time(), batch_id=batch_id,
                   assessments={k: vars(v) for k, v in plan.assessments.items()})
         charge = Charge(_today(), plan.shots_needed, plan.cost_needed, *quota) if quota != (None, None) else None
-        # One transaction: a retry of this request (same request_id) returns the first job, charged once.
-        stored, created = await asyncio.to_thread(self.store.insert, job, request_id, charge)
+        # A worker of this replica is idle: the insert claims the job for it (no second transaction, no wait
+        # for it to look). The reservation is taken before the insert, so idle workers are never promised twice.
+        hand = not self._stopping and self._idle > len(self._handed) + self._reserved
+        self._reserved += hand
+        try:
+            # One transaction: a retry of this request (same request_id) returns the first job, charged once.
+            stored, created = await asyncio.to_thread(
+                self.store.insert, job, request_id, charge, (self.worker_id, self._lease_s) if hand else None)
+        finally:
+            self._reserved -= hand
         if created:
             self._on_job(stored.job_id, QUEUED, "", 0.0)
+            if hand:
+                self._handed.append((time.monotonic(), dataclasses.replace(stored, status=RUNNING)))
             self._wake.set()
         return stored
 
@@ -263,21 +280,30 @@ class Engine:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        while self._handed:  # claimed by inserts, not started: back to the queue for the other replicas
+            _, job = self._handed.popleft()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
 
     async def _worker_loop(self, index: int) -> None:
         """Claims and runs jobs until the engine stops. Never ends on an error: it logs and goes on (the
         job's lease protects the job meanwhile)."""
         while not self._stopping:
             try:
-                job = await asyncio.to_thread(self.store.claim, self.worker_id, self._lease_s)
+                job = await self._handed_job() or await asyncio.to_thread(self.store.claim, self.worker_id,
+                                                                          self._lease_s)
             except Exception:  # the store is down: keep trying, jobs wait safely in it
                 log.exception("claim failed worker=%s", self.worker_id)
                 await asyncio.sleep(1.0)
                 continue
             if job is None:
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                self._idle += 1
+                try:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                finally:
+                    self._idle -= 1
                 continue
             self._wake.set()  # there may be more: let another idle worker look
             try:
@@ -286,6 +312,16 @@ class Engine:
                 raise
             except Exception:  # a bug: the job's lease expires and another worker takes it over
                 log.exception("worker=%s index=%d failed on job=%s", self.worker_id, index, job.job_id)
+
+    async def _handed_job(self) -> Job | None:
+        """A job the insert claimed for this replica, if one waits; one that waited past half its lease (every
+        worker got busy meanwhile) goes back to the queue instead, where a worker with a fresh lease takes it."""
+        while self._handed:
+            handed_at, job = self._handed.popleft()
+            if time.monotonic() - handed_at < self._lease_s / 2:
+                return job
+            await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
+        return None
 
     async def _run_claimed(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job))
@@ -407,7 +443,7 @@ class Engine:
         if handed:  # an earlier claim got this far: go on from its backend (a failed one keeps the order)
             order = tuple(b for b in order if b in handed) + tuple(b for b in order if b not in handed)
         for backend in order:
-            run = await self._run_on(job, backend, limits[backend], handed.get(backend))
+            run = await self._run_on(job, backend, limits[backend], handed.get(backend), patient=backend == order[-1])
             runs.append(run)
             if run.status == COMPLETED:
                 return Outcome(status=COMPLETED, backend=backend, counts=run.counts, runs=runs,
@@ -418,8 +454,8 @@ class Engine:
 
     async def _run_all(self, job: Job, order: tuple[str, ...], assessments: dict[str, Assessment],
                        handed: dict[str, TaskHandle], limits: dict[str, float]) -> Outcome:
-        runs = list(await asyncio.gather(*(self._run_on(job, backend, limits[backend], handed.get(backend))
-                                                 for backend in order)))
+        runs = list(await asyncio.gather(*(self._run_on(job, backend, limits[backend], handed.get(backend),
+                                                        patient=len(order) == 1) for backend in order)))
         done = [r for r in runs if r.status == COMPLETED]
         if not done:
             return self._all_failed(runs)
@@ -451,19 +487,28 @@ class Engine:
         return Outcome(status=FAILED, runs=runs, error_code="ALL_BACKENDS_FAILED",
                        error_message=f"all backends failed ({detail})")
 
-    async def _run_on(self, job: Job, backend: str, limit_s: float, handed: TaskHandle | None = None) -> BackendRun:
+    async def _run_on(self, job: Job, backend: str, limit_s: float, handed: TaskHandle | None = None, *,
+                      patient: bool = False) -> BackendRun:
         """One backend, with retries of transient failures and backoff; never raises a QnetError.
 
         `handed` is a task an earlier claim of this job submitted (its scheduler died or drained): the run
         reattaches to it instead of running the circuit again, unless its replica no longer knows it.
+        `patient`: the job has no other backend to fail over to, so a submission no replica took (its adapter
+        restarting, or handing its queue back as it drains) is retried for up to SELECT_WAIT_S, not just RETRIES
+        times; a task that ran and failed is retried RETRIES times either way.
         """
         run = BackendRun(backend=backend, status=RUNNING)
-        for attempt in range(RETRIES):
-            run.attempts = attempt + 1
+        patient_until = time.monotonic() + (SELECT_WAIT_S if patient else 0.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            run.attempts = attempt
             try:
                 result = await self._task(job, backend, limit_s, handed)
+            except _NotSubmitted as refused:
+                error, unsubmitted = refused.error, True
             except errors.QnetError as raised:
-                error = raised
+                error, unsubmitted = raised, False
             else:
                 run.status, run.counts = COMPLETED, result.counts
                 run.queue_time_s, run.execution_time_s = result.queue_time_s, result.execution_time_s
@@ -472,12 +517,14 @@ class Engine:
                 return run
             run.error_code, run.error_message = error.code, error.message
             if handed is not None and isinstance(error, errors.TaskNotFound | errors.BackendUnavailable):
-                handed = None  # the task went with its replica: run it afresh, as the same attempt
+                handed = None  # the task went with its replica: run it afresh
                 continue
             handed = None
-            if not error.transient or attempt == RETRIES - 1:
+            if not error.transient or self._stopping:
                 break
-            await asyncio.sleep(BACKOFF_S[attempt])
+            if attempt >= RETRIES and not (unsubmitted and time.monotonic() < patient_until):
+                break
+            await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S)) - 1])
         run.status = FAILED
         return run
 
@@ -485,7 +532,10 @@ class Engine:
         """Submits (unless reattaching to `handle`), records the handle on the job, and waits for the end."""
         if handle is None:
             task_id = f"{job.job_id}.{backend}.{secrets.token_hex(4)}"
-            handle = await self.devices.submit(backend, job.request.qasm, job.request.shots, task_id)
+            try:
+                handle = await self.devices.submit(backend, job.request.qasm, job.request.shots, task_id)
+            except errors.BackendUnavailable as error:
+                raise _NotSubmitted(error) from error
             if handle.run is not None:  # ended within its submission: no replica will need to reattach
                 return handle.run
             try:
@@ -519,6 +569,15 @@ class Engine:
         if not any(c.eligible for c in candidates):
             candidates = candidates_of(request, await self.devices.list(fresh=True), assessments)
         return candidates
+
+
+class _NotSubmitted(Exception):
+    """A submission no backends replica took (none serves the device now, or the one it reached is draining):
+    the task never reached the device."""
+
+    def __init__(self, error: errors.QnetError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _rotation(candidates: list[Candidate]) -> str:

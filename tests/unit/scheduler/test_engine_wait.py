@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+from qnet_common import errors
 from qnet_common.db import Database
 from services.scheduler.adapters.job_store import JobStore
+from services.scheduler.domain import engine as engine_module
 from services.scheduler.domain.engine import Engine
 from services.scheduler.domain.jobs import COMPLETED, JobRequest
 from services.scheduler.domain.ports import Assessment, DeviceInfo, DeviceRun, TaskHandle
@@ -157,3 +159,115 @@ def test_a_task_that_ends_within_its_submission_is_neither_polled_nor_recorded_a
     job = asyncio.run(scenario())
     assert job.status == COMPLETED and job.outcome.counts == {"00": 10}
     assert (device.polls, store.attached) == (0, 0)
+
+
+class ClaimCounting(JobStore):
+    """A real store counting the claims that found a job (the hand-off skips them)."""
+
+    found = 0
+
+    def claim(self, worker, lease_s):
+        job = super().claim(worker, lease_s)
+        self.found += job is not None
+        return job
+
+
+def test_a_job_submitted_while_a_worker_is_idle_is_handed_to_it_claimed_in_the_insert(tmp_path):
+    """The insert takes the job for this replica in the same transaction and gives it to the idle worker: no
+    separate claim, and the job's events are still queued, then running, then completed."""
+    store = ClaimCounting(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=2, lease_s=30)
+        engine.start()
+        await asyncio.sleep(0.1)  # both workers idle
+        try:
+            jobs = []
+            for _ in range(5):
+                job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+                jobs.append(await engine.wait(job.job_id, 10))
+            return jobs
+        finally:
+            await engine.stop(grace=1)
+
+    jobs = asyncio.run(scenario())
+    assert [j.status for j in jobs] == [COMPLETED] * 5
+    assert store.found == 0
+    for job in jobs:
+        statuses = [e.status for e in store.events.since(0, 1000) if e.job_id == job.job_id]
+        assert statuses == ["queued", "running", "completed"], statuses
+
+
+def test_a_handed_job_no_worker_took_in_time_goes_back_to_the_queue_and_runs_once(tmp_path):
+    """A hand-off is a promise an idle worker keeps at once; if every worker got busy meanwhile and the job
+    waited past half its lease, it is handed back (another replica may run it) instead of run late."""
+    store = ClaimCounting(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=1, lease_s=0.4)
+        engine._idle = 1  # a worker looked idle when the job came, but none runs yet
+        job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+        assert store.status(job.job_id) == "running"
+        await asyncio.sleep(0.3)  # past half the lease
+        engine._idle = 0
+        engine.start()
+        try:
+            return await engine.wait(job.job_id, 10)
+        finally:
+            await engine.stop(grace=1)
+
+    job = asyncio.run(scenario())
+    assert job.status == COMPLETED
+    assert store.found == 1  # released by the hand-off, then claimed from the queue
+
+
+class Restarting(SlowDevice):
+    """Backends whose submissions fail as unavailable a number of times each (a replica restarting)."""
+
+    def __init__(self, outages: dict[str, int]) -> None:
+        super().__init__(0.0)
+        self.outages = dict(outages)
+        self.tries: dict[str, int] = {}
+
+    async def list(self, *, fresh: bool = False) -> list[DeviceInfo]:
+        return [DeviceInfo(b, "online", 5, 0.0, 1000) for b in self.outages]
+
+    async def assess(self, backends, qasm, shots):
+        return {b: Assessment(b, True, "", 0.0, 0.0, 1.0) for b in backends}
+
+    async def submit(self, backend, qasm, shots, task_id):
+        self.tries[backend] = self.tries.get(backend, 0) + 1
+        if self.outages[backend] > 0:
+            self.outages[backend] -= 1
+            raise errors.BackendUnavailable(f"no live backends replica serves {backend} right now; retry")
+        return TaskHandle(backend, task_id, "nowhere", run=DeviceRun({"00": shots}, 0.0, 0.001, 1, 0))
+
+
+def run_one(tmp_path, device, backends, monkeypatch):
+    monkeypatch.setattr(engine_module, "BACKOFF_S", (0.01, 0.02, 0.05))
+
+    async def scenario():
+        engine = Engine(JobStore(Database(f"sqlite:///{tmp_path / 'q.db'}")), device, aggregator=None, workers=1)
+        engine.start()
+        try:
+            job = await engine.submit("key", JobRequest(BELL, backends, "ordered", 10))
+            return await engine.wait(job.job_id, 30)
+        finally:
+            await engine.stop(grace=1)
+
+    return asyncio.run(scenario())
+
+
+def test_a_job_with_nowhere_else_to_go_waits_out_its_backend_restarting(tmp_path, monkeypatch):
+    """Its only backend is unavailable for longer than the quick retries (a single adapter replica in a rolling
+    restart): the job keeps retrying, up to SELECT_WAIT_S, instead of failing ALL_BACKENDS_FAILED."""
+    device = Restarting({"only": 8})
+    job = run_one(tmp_path, device, ("only",), monkeypatch)
+    assert job.status == COMPLETED and device.tries["only"] == 9
+
+
+def test_a_job_with_a_failover_leaves_an_unavailable_backend_after_the_quick_retries(tmp_path, monkeypatch):
+    device = Restarting({"first": 100, "second": 0})
+    job = run_one(tmp_path, device, ("first", "second"), monkeypatch)
+    assert job.status == COMPLETED and job.outcome.backend == "second"
+    assert device.tries["first"] == 3
