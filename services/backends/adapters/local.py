@@ -37,7 +37,7 @@ SPEC = DeviceSpec(
     max_active_qubits=MAX_ACTIVE_QUBITS,
     max_work=MAX_WORK,
     emulation="Aer statevector",
-    concurrent_tasks=4,
+    concurrent_tasks=2,
 )
 
 

@@ -18,23 +18,23 @@ WIDE = ('OPENQASM 2.0; include "qelib1.inc"; qreg q[18]; creg c[18]; '
 def test_only_the_ideal_cluster_simulator_runs_several_tasks_at_once():
     devices = build_devices(list(DEVICE_IDS))
     assert {d: devices[d].spec.concurrent_tasks for d in devices} == {
-        d: (4 if d == "local_simulator" else 1) for d in devices}
+        d: (2 if d == "local_simulator" else 1) for d in devices}
 
 
-def test_the_local_simulator_runs_four_tasks_at_once_and_queues_the_fifth():
+def test_the_local_simulator_runs_two_tasks_at_once_and_queues_the_third():
     devices = build_devices(["local_simulator"])
-    pool = ThreadPoolExecutor(4)
+    pool = ThreadPoolExecutor(2)
     fleet = Fleet(devices, pool, {})
     circuit = parse(WIDE)
 
     async def scenario():
-        tasks = [fleet.submit("local_simulator", circuit, 2000, f"t{i}", None) for i in range(5)]
+        tasks = [fleet.submit("local_simulator", circuit, 2000, f"t{i}", None) for i in range(3)]
         seen = 0
-        for _ in range(200):  # until the four are running together
+        for _ in range(200):  # until the two are running together
             await asyncio.sleep(0.01)
             snapshot = fleet.queues["local_simulator"].snapshot()
             seen = max(seen, snapshot.running)
-            if seen == 4:
+            if seen == 2:
                 break
         queued = snapshot.queue_depth
         await asyncio.gather(*(t.work for t in tasks))
@@ -44,5 +44,5 @@ def test_the_local_simulator_runs_four_tasks_at_once_and_queues_the_fifth():
         seen, queued, statuses = asyncio.run(scenario())
     finally:
         pool.shutdown(wait=True)
-    assert seen == 4 and queued >= 1
-    assert statuses == ["completed"] * 5
+    assert seen == 2 and queued >= 1
+    assert statuses == ["completed"] * 3
