@@ -188,6 +188,13 @@ class Expander:
                 raise self.error_at("registers of different sizes in one gate call", stmt.pos)
         n = len(stmt.controls)
         direct = not n and exponent == 1 and isinstance(stmt.target, str) and stmt.target in gates.INTRINSIC
+        if isinstance(stmt.target, GateDef) and isinstance(exponent, int) and width > 1:
+            # A definition broadcast over a register: its whole cost is known before the first copy expands.
+            total = stmt.target.size * abs(exponent) * width
+            if len(self.ops) + total > limits.MAX_OPERATIONS:
+                raise self.src.error(f"{stmt.target.name} over {width} qubits expands to at least {total}"
+                                     f" operations; qnet runs at most {limits.MAX_OPERATIONS} in a circuit",
+                                     self.override if self.override is not None else stmt.pos, errors.CircuitTooLarge)
         for k in range(width):
             qubits = tuple(o[k] if len(o) > 1 else o[0] for o in operands)
             if len(set(qubits)) != len(qubits):
