@@ -73,6 +73,8 @@ POLL_WAIT_S = 20.0
 
 #: The share of the drain grace that running jobs get to finish before they are handed back.
 DRAIN_SHARE = 0.7
+#: How long a stopping engine lets the requests still waiting for jobs answer before it returns.
+WAITERS_DRAIN_S = 1.0
 
 
 class Engine:
@@ -284,6 +286,13 @@ class Engine:
             _, job = self._handed.popleft()
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
+        # The requests still waiting were woken above or when their job was handed back; each reads its job
+        # once more and answers. They finish before the caller closes the store under them.
+        deadline = time.monotonic() + WAITERS_DRAIN_S
+        while self._waiters and time.monotonic() < deadline:
+            for job_id in list(self._waiters):
+                self._changed(job_id)
+            await asyncio.sleep(0.01)
 
     async def _worker_loop(self, index: int) -> None:
         """Claims and runs jobs until the engine stops. Never ends on an error: it logs and goes on (the
