@@ -86,19 +86,30 @@ def test_all_runs_its_backends_at_once_and_aggregates(mesh):
     assert [r["backend"] for r in small["results"]] == listed and sum(small["aggregated_counts"].values()) == 1024
 
 
-def test_cancelling_a_running_job_stops_it_and_it_stays_cancelled(mesh):
+def device_tasks_of(mesh, job_id: str) -> list[str]:
+    """The statuses of the job's tasks that its device's queue holds (queued or running)."""
+    queue = mesh.request("GET", f"/backends/{SLOW_DEVICE}/queue").body["data"]
+    return [t["status"] for t in queue["tasks"] if t["task_id"].startswith(job_id)]
+
+
+def test_cancelling_a_running_job_stops_it_and_its_device_task(mesh):
     job = execute(mesh, backends=[SLOW_DEVICE], return_immediately=True)
     deadline = time.monotonic() + 10
-    while (status := mesh.request("GET", f"/execute/{job['job_id']}").body["data"]["status"]) != "running":
-        assert status == "queued" and time.monotonic() < deadline, status
+    while device_tasks_of(mesh, job["job_id"]) != ["running"]:  # the device runs it (2-3 s)
+        assert time.monotonic() < deadline, mesh.request("GET", f"/execute/{job['job_id']}").body
         time.sleep(0.05)
+    time.sleep(0.5)  # past the submission's own wait: the scheduler holds the task's handle
     cancelled = mesh.request("DELETE", f"/execute/{job['job_id']}")
     assert cancelled.status == 200 and cancelled.body["data"]["status"] == "cancelled"
+    # The device's task is withdrawn too, well before it would have ended by itself.
+    deadline = time.monotonic() + 1.0
+    while device_tasks_of(mesh, job["job_id"]):
+        assert time.monotonic() < deadline, "the device task still runs after its job was cancelled"
+        time.sleep(0.05)
     time.sleep(3.5)  # longer than the slow task: its result must not be recorded
     after = mesh.request("GET", f"/execute/{job['job_id']}").body["data"]
     assert after["status"] == "cancelled" and after["counts"] == {}
-    queue = mesh.request("GET", f"/backends/{SLOW_DEVICE}/queue").body["data"]
-    assert all(not t["task_id"].startswith(job["job_id"]) for t in queue["tasks"])
+    assert device_tasks_of(mesh, job["job_id"]) == []
 
 
 def test_a_batch_reports_each_circuit_and_a_bad_one_alone(mesh):

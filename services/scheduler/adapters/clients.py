@@ -63,6 +63,9 @@ class DeviceClient:
     async def wait(self, handle: TaskHandle, timeout: float) -> DeviceRun | None:
         return _run_of(await self._router.get_task(handle.address, handle.task_id, timeout), handle.backend)
 
+    async def cancel(self, handle: TaskHandle) -> None:
+        await self._router.cancel(handle.address, handle.task_id)
+
 
 def _run_of(task: ds.Task, backend: str) -> DeviceRun | None:
     """The run of an ended task, None while it has not ended; raises the error of a failed one."""
@@ -72,9 +75,6 @@ def _run_of(task: ds.Task, backend: str) -> DeviceRun | None:
     if task.status == "failed":
         raise errors.from_code(task.error_code, task.error_message, backend=backend)
     return None
-
-    async def cancel(self, handle: TaskHandle) -> None:
-        await self._router.cancel(handle.address, handle.task_id)
 
 
 #: How long the aggregator's list of methods is trusted before it is asked again (a rolling upgrade may add one).
