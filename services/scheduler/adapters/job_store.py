@@ -261,22 +261,23 @@ class JobStore:
             return None
         return row["status"]
 
-    def finish(self, job_id: str, worker: str, outcome: Outcome) -> bool:
-        """Records the outcome if `worker` still holds the lease; False means someone else owns the job now."""
+    def finish(self, job_id: str, worker: str, outcome: Outcome) -> float | None:
+        """Records the outcome if `worker` still holds the lease and returns its finished_at; None means someone
+        else owns the job now."""
+        now = time.time()
         with self.db.transaction() as tx:
             row = tx.one("SELECT owner FROM jobs WHERE job_id = ? AND lease_owner = ? AND status = ?",
                          (job_id, worker, RUNNING))
             if row is None:
-                return False
+                return None
             tx.execute(
                 "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,"
                 " cost = ?, backend = ?, ran_by = ? WHERE job_id = ?",
-                (outcome.status, _outcome_to_json(outcome), time.time(), outcome.cost, outcome.backend, worker,
-                 job_id),
+                (outcome.status, _outcome_to_json(outcome), now, outcome.cost, outcome.backend, worker, job_id),
             )
             tx.execute("DELETE FROM job_tasks WHERE job_id = ?", (job_id,))
             self._event(tx, job_id, row["owner"], outcome.status, outcome)
-        return True
+        return now
 
     def attach_task(self, job_id: str, handle: TaskHandle) -> None:
         """Records the device task a backend of the job runs (the latest attempt replaces earlier ones)."""

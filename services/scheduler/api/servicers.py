@@ -56,7 +56,7 @@ class ExecutionServicer(ex_grpc.ExecutionServiceServicer):
             quota=(caller.shots_per_day, caller.cost_per_day),
         )
         if not request.return_immediately:
-            job = await self._engine.wait(job.job_id, self._wait_s)
+            job = await self._engine.wait(job.job_id, self._wait_s, submitted=job)
         if job.status == FAILED and job.outcome and job.outcome.error_code in _JOB_ERRORS:
             raise _JOB_ERRORS[job.outcome.error_code](
                 f"{job.outcome.error_message} (job {job.job_id})", job_id=job.job_id

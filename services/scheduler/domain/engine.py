@@ -69,6 +69,9 @@ WAIT_POLL_S = 0.2
 WAIT_CHECK_S = 2.0
 #: Each poll of a device task waits this long for it to end (the replica answers at once when it does).
 POLL_WAIT_S = 20.0
+#: An idle worker looks in the store for a job this often when nothing wakes it (another replica's job on
+#: SQLite, a lease that expired).
+IDLE_POLL_S = 0.5
 
 
 #: The share of the drain grace that running jobs get to finish before they are handed back.
@@ -93,12 +96,14 @@ class Engine:
         self.worker_id = f"sched_{secrets.token_hex(4)}"
         self._workers = workers
         self._lease_s = lease_s
-        self._wake = asyncio.Event()
+        #: Idle workers, each waiting on its own future: a new job wakes one of them, not all (each woken worker
+        #: asks the store for work).
+        self._sleepers: collections.deque[asyncio.Future[None]] = collections.deque()
         self._stopping = False
         self._loops: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}
         #: Requests waiting for a job, woken when this replica records it or any replica announces a change.
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._waiters: dict[str, set[_Waiter]] = {}
         #: Workers waiting for work; jobs the insert claimed for them (with when), and hand-offs being inserted.
         self._idle = 0
         self._handed: collections.deque[tuple[float, Job]] = collections.deque()
@@ -167,7 +172,7 @@ class Engine:
             self._on_job(stored.job_id, QUEUED, "", 0.0)
             if hand:
                 self._handed.append((time.monotonic(), dataclasses.replace(stored, status=RUNNING)))
-            self._wake.set()
+            self._wake_one()
         return stored
 
     async def submit_batch(self, owner: str, circuits: list[dict], *, request_id: str = "",
@@ -204,41 +209,63 @@ class Engine:
             raise errors.JobNotFound(f"job {job_id!r} not found")
         return job
 
-    async def wait(self, job_id: str, timeout: float) -> Job:
+    async def wait(self, job_id: str, timeout: float, *, submitted: Job | None = None) -> Job:
         """Returns the job once terminal, or as it stands after `timeout` seconds, or at once when this
         scheduler is draining and not running the job itself (the caller gets its id, never an error).
 
-        The job is read when the wait starts and again whenever its change is announced: recorded by this
-        replica, or by another one (`announced`). Without announcements from other replicas (SQLite) the store
-        is also read at growing intervals up to WAIT_POLL_S; with them only every WAIT_CHECK_S, in case one
-        was missed while the database reconnected."""
+        The job is read when the wait starts (unless it is `submitted`, as `submit` just returned it) and
+        whenever its change is announced by another replica (`announced`); an outcome this replica records
+        comes with the announcement, and is not read back. Without announcements from other replicas (SQLite)
+        the store is also read at growing intervals up to WAIT_POLL_S; with them only every WAIT_CHECK_S, in
+        case one was missed while the database reconnected."""
         deadline = time.monotonic() + timeout
         delay = WAIT_FIRST_POLL_S
-        changed = asyncio.Event()
-        self._waiters.setdefault(job_id, set()).add(changed)
+        waiter = _Waiter()
+        self._waiters.setdefault(job_id, set()).add(waiter)
         try:
+            job = submitted
             while True:
-                changed.clear()  # before the read: a change announced after it wakes the wait below
-                job = await asyncio.to_thread(self.store.get, job_id)
+                waiter.changed.clear()  # before the read: a change announced after it wakes the wait below
+                if waiter.ended is not None:
+                    return waiter.ended
+                if job is None:
+                    job = await asyncio.to_thread(self.store.get, job_id)
                 if job.terminal or time.monotonic() >= deadline or (self._stopping and job_id not in self._running):
                     return job
                 # A job this replica runs, or any job when every change is announced, needs no polling.
                 quiet = self._notified or job_id in self._running
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(WAIT_CHECK_S if quiet else delay,
-                                                               max(0.0, deadline - time.monotonic())))
+                    await asyncio.wait_for(waiter.changed.wait(), min(WAIT_CHECK_S if quiet else delay,
+                                                                      max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, WAIT_POLL_S)
+                job = None
         finally:
             waiting = self._waiters.get(job_id)
             if waiting is not None:
-                waiting.discard(changed)
+                waiting.discard(waiter)
                 if not waiting:
                     del self._waiters[job_id]
 
-    def _changed(self, job_id: str) -> None:
-        """Wakes the requests waiting for this job."""
-        for changed in self._waiters.get(job_id, ()):
-            changed.set()
+    def _changed(self, job_id: str, ended: Job | None = None) -> None:
+        """Wakes the requests waiting for this job; `ended` is the job as this replica just recorded its end."""
+        for waiter in self._waiters.get(job_id, ()):
+            if ended is not None:
+                waiter.ended = ended
+            waiter.changed.set()
+
+    def _wake_one(self) -> None:
+        """Wakes one idle worker to look for work (a new job, or there may be more)."""
+        while self._sleepers:
+            sleeper = self._sleepers.popleft()
+            if not sleeper.done():
+                sleeper.set_result(None)
+                return
+
+    def _wake_all(self) -> None:
+        while self._sleepers:
+            sleeper = self._sleepers.popleft()
+            if not sleeper.done():
+                sleeper.set_result(None)
 
     async def cancel(self, owner: str | None, job_id: str) -> Job:
         await self.get(owner, job_id)
@@ -261,7 +288,7 @@ class Engine:
         if topic != "job_updates":
             return
         if status == QUEUED:
-            self._wake.set()
+            self._wake_one()
         self._changed(job_id)
 
     # --- workers -----------------------------------------------------------------------------------------
@@ -274,7 +301,7 @@ class Engine:
         self._stopping = True
         for job_id in list(self._waiters):  # requests for jobs this replica does not run answer at once
             self._changed(job_id)
-        self._wake.set()
+        self._wake_all()
         running = list(self._running.values())
         if running:  # hand back what is unfinished a little before the server's grace ends, so that the
             # requests waiting for these jobs can still answer with the job as it stands
@@ -299,28 +326,38 @@ class Engine:
         job's lease protects the job meanwhile)."""
         while not self._stopping:
             try:
-                job = await self._handed_job() or await asyncio.to_thread(self.store.claim, self.worker_id,
-                                                                          self._lease_s)
+                job = await self._handed_job()
+                handed = job is not None
+                if not handed:
+                    job = await asyncio.to_thread(self.store.claim, self.worker_id, self._lease_s)
             except Exception:  # the store is down: keep trying, jobs wait safely in it
                 log.exception("claim failed worker=%s", self.worker_id)
                 await asyncio.sleep(1.0)
                 continue
             if job is None:
-                self._wake.clear()
-                self._idle += 1
-                try:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-                finally:
-                    self._idle -= 1
+                await self._sleep()
                 continue
-            self._wake.set()  # there may be more: let another idle worker look
+            if not handed:
+                self._wake_one()  # the queue had this one: there may be more, let one more idle worker look
             try:
-                await self._run_claimed(job)
+                await self._run_claimed(job, fresh=handed)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug: the job's lease expires and another worker takes it over
                 log.exception("worker=%s index=%d failed on job=%s", self.worker_id, index, job.job_id)
+
+    async def _sleep(self) -> None:
+        """Waits, idle, until woken or IDLE_POLL_S passes."""
+        sleeper = asyncio.get_running_loop().create_future()
+        self._sleepers.append(sleeper)
+        self._idle += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sleeper, timeout=IDLE_POLL_S)
+        finally:
+            self._idle -= 1
+            if not sleeper.done():
+                sleeper.cancel()
 
     async def _handed_job(self) -> Job | None:
         """A job the insert claimed for this replica, if one waits; one that waited past half its lease (every
@@ -332,8 +369,10 @@ class Engine:
             await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
         return None
 
-    async def _run_claimed(self, job: Job) -> None:
-        task = asyncio.create_task(self._execute(job))
+    async def _run_claimed(self, job: Job, *, fresh: bool = False) -> None:
+        """Runs a claimed job and records its outcome. `fresh`: claimed by its own insert, so no earlier claim
+        submitted device tasks for it."""
+        task = asyncio.create_task(self._execute(job, fresh))
         self._running[job.job_id] = task
         self._on_job(job.job_id, RUNNING, "", time.time() - job.created_at)
         heartbeat = asyncio.create_task(self._heartbeat(job.job_id, task))
@@ -363,19 +402,22 @@ class Engine:
             if self._stopping:  # a draining replica's waiters answer once the job is no longer run here
                 self._changed(job.job_id)
         try:  # the heartbeat keeps the lease while the outcome is being recorded
-            written = await self._record(job.job_id, outcome)
+            finished_at = await self._record(job.job_id, outcome)
         finally:
             heartbeat.cancel()
-        if written:
-            self._changed(job.job_id)
+        written = finished_at is not None
+        if written:  # the requests waiting here get the job as recorded, without reading it back
+            self._changed(job.job_id, dataclasses.replace(job, status=outcome.status, outcome=outcome,
+                                                          finished_at=finished_at))
             self._on_job(job.job_id, outcome.status, outcome.backend, time.time() - job.created_at)
         log.info("job=%s status=%s backend=%s written=%s", job.job_id, outcome.status, outcome.backend, written)
 
     #: Waits between attempts to record an outcome while the store refuses (then every RECORD_BACKOFF_S[-1]).
     RECORD_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
-    async def _record(self, job_id: str, outcome: Outcome) -> bool:
-        """Writes the outcome, retrying until the store takes it; False when the lease was lost meanwhile."""
+    async def _record(self, job_id: str, outcome: Outcome) -> float | None:
+        """Writes the outcome, retrying until the store takes it; returns when it finished, None when the lease
+        was lost meanwhile."""
         attempt = 0
         while True:
             try:
@@ -391,7 +433,7 @@ class Engine:
         while not self._stopping:
             try:
                 await asyncio.to_thread(self.store.release, job_id, self.worker_id)
-                self._wake.set()
+                self._wake_one()
                 return
             except Exception:  # still down; the lease lapses meanwhile, which is as good
                 await asyncio.sleep(self.RECORD_BACKOFF_S[min(attempt, len(self.RECORD_BACKOFF_S) - 1)])
@@ -411,7 +453,7 @@ class Engine:
 
     # --- running one job ---------------------------------------------------------------------------------
 
-    async def _execute(self, job: Job) -> Outcome:
+    async def _execute(self, job: Job, fresh: bool) -> Outcome:
         request = job.request
         assessments = {k: Assessment(**v) for k, v in job.assessments.items()}
         deadline = time.monotonic() + SELECT_WAIT_S
@@ -432,7 +474,7 @@ class Engine:
                     return Outcome(status=FAILED, error_code=error.code, error_message=error.message)
                 await asyncio.sleep(SELECT_RETRY_S)
         queue_time = time.time() - job.created_at
-        handed = await asyncio.to_thread(self.store.tasks, job.job_id)
+        handed = {} if fresh else await asyncio.to_thread(self.store.tasks, job.job_id)
         limits = {c.backend: task_limit_s(c.estimated_wait_s, assessments[c.backend].estimated_execution_s
                                           if c.backend in assessments else 0.0) for c in candidates}
         if strategy_named(request.strategy).fan_out:
@@ -578,6 +620,16 @@ class Engine:
         if not any(c.eligible for c in candidates):
             candidates = candidates_of(request, await self.devices.list(fresh=True), assessments)
         return candidates
+
+
+class _Waiter:
+    """One request waiting for a job: woken by `changed`; `ended` is the job as this replica recorded its end."""
+
+    __slots__ = ("changed", "ended")
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+        self.ended: Job | None = None
 
 
 class _NotSubmitted(Exception):

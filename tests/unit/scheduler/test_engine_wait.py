@@ -271,3 +271,60 @@ def test_a_job_with_a_failover_leaves_an_unavailable_backend_after_the_quick_ret
     job = run_one(tmp_path, device, ("first", "second"), monkeypatch)
     assert job.status == COMPLETED and job.outcome.backend == "second"
     assert device.tries["first"] == 3
+
+
+class Claims(JobStore):
+    """A real store counting every claim (each one a write transaction), found or not."""
+
+    made = 0
+
+    def claim(self, worker, lease_s):
+        self.made += 1
+        return super().claim(worker, lease_s)
+
+
+def test_a_new_job_wakes_one_idle_worker_not_all_of_them(tmp_path, monkeypatch):
+    """Eight idle workers: each job wakes the one it is handed to, which looks in the store once when it is
+    done. Waking every worker cost eight claim transactions per job, the scheduler's largest cost per job."""
+    monkeypatch.setattr(engine_module, "IDLE_POLL_S", 30.0)  # no idle looks during the test
+    store = Claims(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=8, lease_s=30)
+        engine.start()
+        await asyncio.sleep(0.1)  # every worker looked once and went idle
+        looked = store.made
+        try:
+            for _ in range(10):
+                job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+                assert (await engine.wait(job.job_id, 10, submitted=job)).status == COMPLETED
+            await asyncio.sleep(0.1)
+            return looked, store.made - looked
+        finally:
+            await engine.stop(grace=1)
+
+    looked, claims = asyncio.run(scenario())
+    assert looked == 8
+    assert claims <= 10, claims  # one look after each job; all eight workers woke for each: 80
+
+
+def test_a_request_waiting_for_a_job_this_replica_runs_never_reads_the_store(tmp_path):
+    """Submitted here and run here: the submission is the job as it starts, the recorded outcome comes with
+    the wake-up, and the answer is the job exactly as a later read shows it."""
+    store = CountingStore(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=2, lease_s=30)
+        engine.start()
+        await asyncio.sleep(0.1)
+        try:
+            job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+            return await engine.wait(job.job_id, 10, submitted=job)
+        finally:
+            await engine.stop(grace=1)
+
+    job = asyncio.run(scenario())
+    assert job.status == COMPLETED and job.outcome.counts == {"00": 10}
+    assert store.reads.get(job.job_id, 0) == 0, store.reads
+    read = store.get(job.job_id)
+    assert (job.finished_at, job.outcome, job.created_at) == (read.finished_at, read.outcome, read.created_at)
