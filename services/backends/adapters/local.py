@@ -6,6 +6,7 @@ import datetime
 import time
 from collections.abc import Iterable
 
+from qnet_common.cache import BytesLRU
 from services.backends.adapters.qiskit_common import counts_of, to_qiskit
 from services.backends.domain.circuit import Circuit
 from services.backends.domain.device import Assessment, Calibration, Device, DeviceSpec, PriceModel, RunResult
@@ -17,6 +18,8 @@ MAX_ACTIVE_QUBITS = 26
 #: Aer's statevector_parallel_threshold: from this many qubits it spreads each state update over threads.
 PARALLEL_QUBITS = 14
 MAX_WORK = 2.5e10
+#: Circuits built for Aer, kept by fingerprint (a circuit run again is not built again), bounded in bytes.
+PROGRAM_CACHE_BYTES = 16 << 20
 
 SPEC = DeviceSpec(
     id="local_simulator",
@@ -52,6 +55,7 @@ class LocalSimulator(Device):
         # OpenMP's idle threads spin: one thread does the same run in the same time for half the CPU, which the
         # other tasks running at once (concurrent_tasks) then get.
         self._serial = AerSimulator(method="statevector", max_parallel_threads=1)
+        self._programs: BytesLRU = BytesLRU(PROGRAM_CACHE_BYTES, lambda qc: 2_000 + 1_000 * len(qc.data))
 
     def _checked(self, circuit: Circuit, shots: int) -> Circuit:
         # Mid-circuit measurement, reset and `if` make Aer simulate shot by shot.
@@ -60,7 +64,7 @@ class LocalSimulator(Device):
 
     def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
         self._checked(circuit, shots)
-        program = to_qiskit(circuit)  # every intrinsic gate is one Aer runs natively: nothing to transpile
+        program = self._program(circuit)
         started = time.perf_counter()
         options = {"shots": shots} | ({"seed_simulator": seed} if seed else {})
         simulator = self._serial if circuit.num_qubits < PARALLEL_QUBITS else self._simulator
@@ -68,6 +72,16 @@ class LocalSimulator(Device):
         counts = counts_of(raw, circuit.num_clbits) if circuit.num_clbits else {"": shots}
         return RunResult(counts, shots, program.depth(), program.num_nonlocal_gates(),
                          time.perf_counter() - started)
+
+    def _program(self, circuit: Circuit):  # a qiskit QuantumCircuit, which Aer's run only reads
+        """The circuit built for Aer: every intrinsic gate is one Aer runs natively, so nothing to transpile."""
+        key = circuit.fingerprint or None
+        found = self._programs.get(key) if key else None
+        if found is None:
+            found = to_qiskit(circuit)
+            if key:
+                self._programs.put(key, found)
+        return found
 
     def assess(self, circuit: Circuit, shots: int) -> Assessment:
         self._checked(circuit, shots)

@@ -34,17 +34,32 @@ def summary(calibration: Calibration) -> pb.CalibrationSummary:
 
 
 def backend(spec: DeviceSpec, status: str, queue: QueueSnapshot, *, with_coupling: bool) -> pb.Backend:
+    message = pb.Backend()
+    message.CopyFrom(_fixed(spec, with_coupling))
+    message.status = status
+    message.queue_depth = queue.queue_depth
+    message.running = queue.running
+    message.estimated_wait_s = queue.estimated_wait_s
+    message.avg_execution_time_s = queue.avg_execution_time_s
+    return message
+
+
+#: The part of each device's message that only its spec decides (a calibration summary walks every gate): built
+#: once per spec object, which is kept alive with it so that its id is never reused while cached.
+_FIXED: dict[tuple[int, bool], tuple[DeviceSpec, pb.Backend]] = {}
+_FIXED_MAX = 256
+
+
+def _fixed(spec: DeviceSpec, with_coupling: bool) -> pb.Backend:
+    found = _FIXED.get((id(spec), with_coupling))
+    if found is not None and found[0] is spec:
+        return found[1]
     message = pb.Backend(
         id=spec.id,
         name=spec.name,
         provider=spec.provider,
         technology=spec.technology,
-        status=status,
         num_qubits=spec.num_qubits,
-        queue_depth=queue.queue_depth,
-        running=queue.running,
-        estimated_wait_s=queue.estimated_wait_s,
-        avg_execution_time_s=queue.avg_execution_time_s,
         native_gates=list(spec.native_gates),
         max_shots=spec.max_shots,
         simulator=spec.simulator,
@@ -63,6 +78,9 @@ def backend(spec: DeviceSpec, status: str, queue: QueueSnapshot, *, with_couplin
     )
     if with_coupling and spec.coupling_map:
         message.coupling_map.extend(pb.CouplingEdge(control=a, target=b) for a, b in spec.coupling_map)
+    if len(_FIXED) >= _FIXED_MAX:
+        _FIXED.clear()
+    _FIXED[(id(spec), with_coupling)] = (spec, message)
     return message
 
 
