@@ -11,7 +11,17 @@ import pytest
 from qnet_common import errors
 from qnet_common.db import Database
 from services.scheduler.adapters.job_store import JobStore
-from services.scheduler.domain.jobs import COMPLETED, MAX_CLAIMS, Job, JobRequest, Outcome, new_job_id
+from services.scheduler.domain.jobs import (
+    COMPLETED,
+    MAX_CLAIMS,
+    BackendRun,
+    Job,
+    JobRequest,
+    Outcome,
+    Score,
+    Selection,
+    new_job_id,
+)
 from services.scheduler.domain.ports import Charge
 
 BELL = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
@@ -32,6 +42,24 @@ def test_a_stored_job_reads_back_the_same(store):
     store.insert(job)
     found = store.get(job.job_id)
     assert (found.job_id, found.owner, found.status, found.request) == (job.job_id, "key_a", "queued", job.request)
+
+
+def test_a_recorded_outcome_reads_back_equal_in_every_part(store):
+    job = _job()
+    store.insert(job)
+    store.claim("w", 30)
+    outcome = Outcome(
+        status=COMPLETED, backend="b", counts={"00": 510, "11": 514}, aggregated_counts={"00": 3},
+        runs=[BackendRun("b", COMPLETED, {"00": 510, "11": 514}, 0.01, 0.02, 3, 1, 1),
+              BackendRun("c", "failed", attempts=3, error_code="BACKEND_UNAVAILABLE", error_message="down")],
+        selection=Selection("fastest", "estimated_wait_s", "shortest wait", ("b", "c"),
+                            (Score("b", 0.1, True), Score("c", 2.0, False, "offline"))),
+        aggregation_confidence=0.9, aggregation_method="weighted_average", queue_time_s=0.5,
+        execution_time_s=0.02, cost=1.25,
+    )
+    finished_at = store.finish(job.job_id, "w", outcome)
+    found = store.get(job.job_id)
+    assert found.outcome == outcome and found.finished_at == finished_at and found.status == COMPLETED
 
 
 def test_a_retried_submission_with_the_same_request_id_returns_the_first_job(store):

@@ -232,8 +232,9 @@ class Engine:
                     job = await asyncio.to_thread(self.store.get, job_id)
                 if job.terminal or time.monotonic() >= deadline or (self._stopping and job_id not in self._running):
                     return job
-                # A job this replica runs, or any job when every change is announced, needs no polling.
-                quiet = self._notified or job_id in self._running
+                # A job this replica runs (or was handed to run), or any job when every change is announced,
+                # needs no polling.
+                quiet = self._notified or self._runs_here(job_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.changed.wait(), min(WAIT_CHECK_S if quiet else delay,
                                                                       max(0.0, deadline - time.monotonic())))
@@ -252,6 +253,9 @@ class Engine:
             if ended is not None:
                 waiter.ended = ended
             waiter.changed.set()
+
+    def _runs_here(self, job_id: str) -> bool:
+        return job_id in self._running or any(job.job_id == job_id for _, job in self._handed)
 
     def _wake_one(self) -> None:
         """Wakes one idle worker to look for work (a new job, or there may be more)."""
