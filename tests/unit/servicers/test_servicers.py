@@ -165,3 +165,17 @@ async def test_a_submission_that_waits_comes_back_ended_and_one_withdrawn_is_can
         fleet.cancel("s1")
         pool.shutdown(wait=False)
         checks.shutdown(wait=False)
+
+
+async def test_a_listing_built_from_the_kept_fixed_part_still_shows_each_devices_live_status(fleet):
+    """The fixed part of a device's message is built once; the status and the queue are read on every call."""
+    servicer = BackendServicer(fleet[0])
+    first = {b.id: b for b in (await servicer.ListBackends(bs.ListBackendsRequest(), None)).data}
+    fleet[0].set_status("ionq_simulator", "maintenance")
+    again = {b.id: b for b in (await servicer.ListBackends(bs.ListBackendsRequest(), None)).data}
+    assert (first["ionq_simulator"].status, again["ionq_simulator"].status) == ("online", "maintenance")
+    assert again["rigetti_aspen"] == first["rigetti_aspen"]
+    assert again["rigetti_aspen"].calibration.mean_two_qubit_error > 0
+    again["rigetti_aspen"].name = "changed by a caller"  # a caller's copy: the kept part is not touched
+    listed = (await servicer.ListBackends(bs.ListBackendsRequest(), None)).data
+    assert listed[1].name == first["rigetti_aspen"].name
