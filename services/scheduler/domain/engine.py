@@ -267,9 +267,7 @@ class Engine:
 
     def _wake_all(self) -> None:
         while self._sleepers:
-            sleeper = self._sleepers.popleft()
-            if not sleeper.done():
-                sleeper.set_result(None)
+            self._wake_one()
 
     async def cancel(self, owner: str | None, job_id: str) -> Job:
         await self.get(owner, job_id)
@@ -360,8 +358,8 @@ class Engine:
                 await asyncio.wait_for(sleeper, timeout=IDLE_POLL_S)
         finally:
             self._idle -= 1
-            if not sleeper.done():
-                sleeper.cancel()
+            with contextlib.suppress(ValueError):  # timed out: not woken, so still queued (at most `workers`)
+                self._sleepers.remove(sleeper)
 
     async def _handed_job(self) -> Job | None:
         """A job the insert claimed for this replica, if one waits; one that waited past half its lease (every

@@ -328,3 +328,23 @@ def test_a_request_waiting_for_a_job_this_replica_runs_never_reads_the_store(tmp
     assert store.reads.get(job.job_id, 0) == 0, store.reads
     read = store.get(job.job_id)
     assert (job.finished_at, job.outcome, job.created_at) == (read.finished_at, read.outcome, read.created_at)
+
+
+def test_an_engine_idle_for_many_polls_keeps_no_more_sleepers_than_workers(tmp_path, monkeypatch):
+    """Each idle poll that times out leaves nothing behind: an engine idle for hours must not grow."""
+    monkeypatch.setattr(engine_module, "IDLE_POLL_S", 0.01)
+    store = JobStore(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=4, lease_s=30)
+        engine.start()
+        try:
+            await asyncio.sleep(0.5)  # about 50 polls per worker
+            kept = len(engine._sleepers)
+            job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+            return kept, (await engine.wait(job.job_id, 10, submitted=job)).status
+        finally:
+            await engine.stop(grace=1)
+
+    kept, status = asyncio.run(scenario())
+    assert kept <= 4 and status == COMPLETED, kept
