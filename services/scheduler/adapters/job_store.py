@@ -86,8 +86,8 @@ def _outcome_to_json(outcome: Outcome) -> str:
 
 
 def _plain(value: object) -> object:
-    """A tree of dataclasses as dicts and lists for JSON, sharing its leaves: dataclasses.asdict deep-copies
-    every count and string on the way, a fifth of the scheduler's time per job."""
+    """A tree of dataclasses as dicts and lists for JSON, sharing its leaves (dataclasses.asdict deep-copies
+    every count and string on the way)."""
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
