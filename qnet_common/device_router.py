@@ -249,6 +249,19 @@ class DeviceRouter:
             replica.in_flight = max(0, replica.in_flight - 1)
         return task
 
+    async def find_task(self, device_id: str, task_id: str) -> tuple[str, ds.Task] | None:
+        """The task with this id as the live replica serving the device that knows it has it, with that replica's
+        address: a caller that died after submitting it may not have recorded where it went. None when none
+        knows it (a replica that cannot be reached now is not waited for: a dead one lost its tasks)."""
+        async def ask(address: str) -> tuple[str, ds.Task] | None:
+            request = ds.GetTaskRequest(task_id=task_id, wait_s=0.0)
+            with contextlib.suppress(errors.QnetError):  # TASK_NOT_FOUND, or unreachable
+                return address, await self._call(self._replica(address).devices.GetTask, request, 5.0, address)
+            return None
+
+        found = await asyncio.gather(*(ask(a) for a in await self.serving(device_id)))
+        return next((f for f in found if f is not None), None)
+
     async def cancel(self, address: str, task_id: str) -> None:
         # A replica that cannot be reached has lost its task anyway.
         with contextlib.suppress(errors.QnetError):

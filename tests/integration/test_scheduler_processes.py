@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import re
 import time
 
 import grpc
@@ -55,6 +57,12 @@ def terminal_events(db: Database, job_ids: list[str]) -> dict[str, int]:
     return {j: counts.get(j, 0) for j in job_ids}
 
 
+def executions(backends: procs.Service) -> collections.Counter:
+    """Device executions per job, from the backends service's own "executing task=" log lines."""
+    text = backends.log_path.read_text()
+    return collections.Counter(m.group(1) for m in re.finditer(r"executing task=(net_job_\w+?)\.", text))
+
+
 @pytest.mark.slow
 def test_a_scheduler_killed_mid_work_loses_no_job_and_records_no_result_twice(tmp_path, sqlite_url, mesh_env):
     key = ApiKeyStore(Database(sqlite_url)).create("crash")[1]
@@ -81,6 +89,10 @@ def test_a_scheduler_killed_mid_work_loses_no_job_and_records_no_result_twice(tm
         assert {rows[j]["status"] for j in job_ids} == {"completed"}
         assert set(terminal_events(db, job_ids).values()) == {1}
         assert any(rows[j]["claims"] == 2 for j in job_ids), "no job was taken over after the kill"
+        # The killed scheduler had submitted tasks it never recorded: the takeover finds them on the device
+        # instead of running the circuit again.
+        ran = executions(backends)
+        assert {ran[j] for j in job_ids} == {1}, {j: ran[j] for j in job_ids if ran[j] != 1}
     finally:
         backends.terminate()
         aggregator.terminate()

@@ -75,8 +75,11 @@ class DeviceServicer(ds_grpc.DeviceServiceServicer):
         if wait_s:
             try:
                 task = await self._fleet.wait(task.task_id, wait_s)
-            except asyncio.CancelledError:  # the caller went away before it had the handle: withdraw the task
-                self._fleet.cancel(task.task_id)
+            except asyncio.CancelledError:
+                # The caller went away before it had the handle: a task still queued is withdrawn; one already
+                # running goes on, for the caller's successor to find by its id rather than run again.
+                if self._fleet.task_status(task) == "queued":
+                    self._fleet.cancel(task.task_id)
                 raise
         return self._task(task)
 

@@ -60,6 +60,13 @@ class DeviceClient:
         address, task = await self._router.submit(backend, qasm, shots, task_id, wait_s=SUBMIT_WAIT_S)
         return TaskHandle(backend, task.task_id, address, run=_run_of(task, backend))
 
+    async def find(self, backend: str, task_id: str) -> TaskHandle | None:
+        found = await self._router.find_task(backend, task_id)
+        if found is None:
+            return None
+        address, task = found
+        return TaskHandle(backend, task_id, address, run=_run_of(task, backend) if task.status == "completed" else None)
+
     async def wait(self, handle: TaskHandle, timeout: float) -> DeviceRun | None:
         return _run_of(await self._router.get_task(handle.address, handle.task_id, timeout), handle.backend)
 

@@ -102,6 +102,8 @@ class Engine:
         self._stopping = False
         self._loops: list[asyncio.Task] = []
         self._running: dict[str, asyncio.Task] = {}
+        #: Running jobs whose lease another worker took (this one lost the store for longer than the lease).
+        self._lost: set[str] = set()
         #: Requests waiting for a job, woken when this replica records it or any replica announces a change.
         self._waiters: dict[str, set[_Waiter]] = {}
         #: Workers waiting for work; jobs the insert claimed for them (with when), and hand-offs being inserted.
@@ -382,6 +384,7 @@ class Engine:
             outcome = await task
         except asyncio.CancelledError:
             heartbeat.cancel()
+            self._lost.discard(job.job_id)
             if self._stopping:
                 await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
                 log.info("released job=%s on shutdown", job.job_id)
@@ -450,6 +453,9 @@ class Engine:
                 log.exception("renewing the lease of job=%s failed", job_id)
                 continue
             if status != RUNNING:  # cancelled elsewhere, or the lease was lost
+                if status is None:
+                    log.warning("job=%s: its lease passed to another worker, who takes over its tasks", job_id)
+                    self._lost.add(job_id)
                 task.cancel()
                 return
 
@@ -476,27 +482,42 @@ class Engine:
                     return Outcome(status=FAILED, error_code=error.code, error_message=error.message)
                 await asyncio.sleep(SELECT_RETRY_S)
         queue_time = time.time() - job.created_at
-        handed = {} if fresh else await asyncio.to_thread(self.store.tasks, job.job_id)
+        # A job claimed before (its scheduler died, drained, or lost the database) may have device tasks: those
+        # recorded, and any submitted but not recorded, which the devices are asked for by their ids.
+        takeover = not fresh
+        handed = await self._earlier_tasks(job, selection.order) if takeover else {}
         limits = {c.backend: task_limit_s(c.estimated_wait_s, assessments[c.backend].estimated_execution_s
                                           if c.backend in assessments else 0.0) for c in candidates}
         if strategy_named(request.strategy).fan_out:
-            outcome = await self._run_all(job, selection.order, assessments, handed, limits)
+            outcome = await self._run_all(job, selection.order, assessments, handed, limits, takeover)
         else:
-            outcome = await self._run_first(job, selection.order, handed, limits)
+            outcome = await self._run_first(job, selection.order, handed, limits, takeover)
         outcome.selection = selection
         outcome.queue_time_s = queue_time + min((r.queue_time_s for r in outcome.runs), default=0.0)
         outcome.cost = sum(assessments[r.backend].cost for r in outcome.runs if r.status == COMPLETED and
                            r.backend in assessments)
         return outcome
 
+    async def _earlier_tasks(self, job: Job, order: tuple[str, ...]) -> dict[str, TaskHandle]:
+        """The device tasks earlier claims of the job submitted: the recorded handles, and for the other
+        backends the first attempt's task if a device has it (a claim that died before recording it, or whose
+        task ended within its submission, so that it had nothing to record). The strategy may rank the backends
+        differently now (a rotation's turn moved on): this claim goes on where the earlier one got to."""
+        handed = await asyncio.to_thread(self.store.tasks, job.job_id)
+        unrecorded = [b for b in order if b not in handed]
+        found = await asyncio.gather(*(self.devices.find(b, _task_id(job, b, 1)) for b in unrecorded))
+        handed.update((b, handle) for b, handle in zip(unrecorded, found, strict=True) if handle is not None)
+        return handed
+
     async def _run_first(self, job: Job, order: tuple[str, ...], handed: dict[str, TaskHandle],
-                         limits: dict[str, float]) -> Outcome:
+                         limits: dict[str, float], takeover: bool) -> Outcome:
         """Runs on the strategy's first choice, failing over down its ranking."""
         runs: list[BackendRun] = []
         if handed:  # an earlier claim got this far: go on from its backend (a failed one keeps the order)
             order = tuple(b for b in order if b in handed) + tuple(b for b in order if b not in handed)
         for backend in order:
-            run = await self._run_on(job, backend, limits[backend], handed.get(backend), patient=backend == order[-1])
+            run = await self._run_on(job, backend, limits[backend], handed.get(backend), patient=backend == order[-1],
+                                     takeover=takeover)
             runs.append(run)
             if run.status == COMPLETED:
                 return Outcome(status=COMPLETED, backend=backend, counts=run.counts, runs=runs,
@@ -506,9 +527,10 @@ class Engine:
         return self._all_failed(runs)
 
     async def _run_all(self, job: Job, order: tuple[str, ...], assessments: dict[str, Assessment],
-                       handed: dict[str, TaskHandle], limits: dict[str, float]) -> Outcome:
+                       handed: dict[str, TaskHandle], limits: dict[str, float], takeover: bool) -> Outcome:
         runs = list(await asyncio.gather(*(self._run_on(job, backend, limits[backend], handed.get(backend),
-                                                        patient=len(order) == 1) for backend in order)))
+                                                        patient=len(order) == 1, takeover=takeover)
+                                           for backend in order)))
         done = [r for r in runs if r.status == COMPLETED]
         if not done:
             return self._all_failed(runs)
@@ -541,11 +563,14 @@ class Engine:
                        error_message=f"all backends failed ({detail})")
 
     async def _run_on(self, job: Job, backend: str, limit_s: float, handed: TaskHandle | None = None, *,
-                      patient: bool = False) -> BackendRun:
+                      patient: bool = False, takeover: bool = False) -> BackendRun:
         """One backend, with retries of transient failures and backoff; never raises a QnetError.
 
+        Attempt n's task id is the job's, the backend's and n (_task_id), so that a later claim can find it.
         `handed` is a task an earlier claim of this job submitted (its scheduler died or drained): the run
         reattaches to it instead of running the circuit again, unless its replica no longer knows it.
+        `takeover`: earlier claims may have submitted later attempts too, so each attempt first
+        asks the devices for its task.
         `patient`: the job has no other backend to fail over to, so a submission no replica took (its adapter
         restarting, or handing its queue back as it drains) is retried for up to SELECT_WAIT_S, not just RETRIES
         times; a task that ran and failed is retried RETRIES times either way.
@@ -556,8 +581,11 @@ class Engine:
         while True:
             attempt += 1
             run.attempts = attempt
+            task_id = _task_id(job, backend, attempt)
             try:
-                result = await self._task(job, backend, limit_s, handed)
+                if handed is None and takeover and attempt > 1:  # the first attempt's was looked for already
+                    handed = await self.devices.find(backend, task_id)
+                result = await self._task(job, backend, task_id, limit_s, handed)
             except _NotSubmitted as refused:
                 error, unsubmitted = refused.error, True
             except errors.QnetError as raised:
@@ -569,10 +597,13 @@ class Engine:
                 run.error_code = run.error_message = ""
                 return run
             run.error_code, run.error_message = error.code, error.message
-            if handed is not None and isinstance(error, errors.TaskNotFound | errors.BackendUnavailable):
-                handed = None  # the task went with its replica: run it afresh
-                continue
+            # The task went with its replica, or an earlier claim's submission was withdrawn when that claim's
+            # scheduler went away (this claim cancels only by being cancelled itself): run it afresh.
+            gone = isinstance(error, errors.TaskCancelled) or (
+                handed is not None and isinstance(error, errors.TaskNotFound | errors.BackendUnavailable))
             handed = None
+            if gone and attempt <= RETRIES:
+                continue
             if not error.transient or self._stopping:
                 break
             if attempt >= RETRIES and not (unsubmitted and time.monotonic() < patient_until):
@@ -581,10 +612,12 @@ class Engine:
         run.status = FAILED
         return run
 
-    async def _task(self, job: Job, backend: str, limit_s: float, handle: TaskHandle | None) -> DeviceRun:
+    async def _task(self, job: Job, backend: str, task_id: str, limit_s: float,
+                    handle: TaskHandle | None) -> DeviceRun:
         """Submits (unless reattaching to `handle`), records the handle on the job, and waits for the end."""
+        if handle is not None and handle.run is not None:
+            return handle.run
         if handle is None:
-            task_id = f"{job.job_id}.{backend}.{secrets.token_hex(4)}"
             try:
                 handle = await self.devices.submit(backend, job.request.qasm, job.request.shots, task_id)
             except errors.BackendUnavailable as error:
@@ -608,7 +641,8 @@ class Engine:
                 if result is not None:
                     return result
         except asyncio.CancelledError:
-            if not self._stopping:  # cancelled by the user; a drain leaves the task for the next claim
+            # Cancelled by the user; a drain, or a lost lease, leaves the task to the next claim.
+            if not self._stopping and job.job_id not in self._lost:
                 await asyncio.shield(self.devices.cancel(handle))
             raise
 
@@ -622,6 +656,11 @@ class Engine:
         if not any(c.eligible for c in candidates):
             candidates = candidates_of(request, await self.devices.list(fresh=True), assessments)
         return candidates
+
+
+def _task_id(job: Job, backend: str, attempt: int) -> str:
+    """Attempt `attempt`'s device task for the job on the backend: the same for every claim of the job."""
+    return f"{job.job_id}.{backend}.{attempt}"
 
 
 class _Waiter:

@@ -96,6 +96,11 @@ class Devices(Protocol):
         """Queues a task, waiting a moment for it to end; raises a QnetError: transient ones
         (BackendUnavailable) may be retried."""
 
+    async def find(self, backend: str, task_id: str) -> TaskHandle | None:
+        """The task with this id on whichever replica serving the backend has it (submitted by a claim that
+        died before recording the handle), None when no live replica knows it. Its run is set when it
+        completed; a failed one raises its error from `wait`."""
+
     async def wait(self, handle: TaskHandle, timeout: float) -> DeviceRun | None:
         """The run once the task has ended, None while it has not after `timeout` seconds; raises the task's
         QnetError when it failed, TaskNotFound when its replica no longer knows it."""

@@ -35,6 +35,9 @@ class SlowDevice:
         await asyncio.sleep(self.run_s)
         return DeviceRun({"00": 10}, 0.0, self.run_s, 1, 0)
 
+    async def find(self, backend, task_id):
+        return None  # keeps no task past its run
+
     async def cancel(self, handle) -> None:
         return None
 

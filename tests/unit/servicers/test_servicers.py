@@ -167,6 +167,26 @@ async def test_a_submission_that_waits_comes_back_ended_and_one_withdrawn_is_can
         checks.shutdown(wait=False)
 
 
+async def test_a_task_already_running_when_its_caller_goes_away_runs_on_for_the_callers_successor(devices):
+    """A scheduler killed while its submission waits had its running task withdrawn, and the replica taking
+    over its job ran the circuit a second time; now the task goes on and the successor finds it by its id."""
+    pool, checks = ThreadPoolExecutor(2), ThreadPoolExecutor(2)
+    fleet = Fleet(devices, pool, {}, reader=checks, faults={"rigetti_aspen": "slow"})
+    servicer = DeviceServicer(fleet)
+    try:
+        waiting = asyncio.ensure_future(servicer.SubmitTask(
+            ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10, task_id="r1", wait_s=1.0), None))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        found = await servicer.GetTask(ds.GetTaskRequest(task_id="r1", wait_s=10), None)
+        assert found.status == "completed" and sum(found.counts.values()) == 10, found
+    finally:
+        pool.shutdown(wait=False)
+        checks.shutdown(wait=False)
+
+
 async def test_a_listing_built_from_the_kept_fixed_part_still_shows_each_devices_live_status(fleet):
     """The fixed part of a device's message is built once; the status and the queue are read on every call."""
     servicer = BackendServicer(fleet[0])
