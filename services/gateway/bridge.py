@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import grpc
 from qnet.scheduler.v1 import job_events_service_pb2 as ev
 from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
 from qnet_common.events import TOPICS
@@ -40,6 +40,9 @@ AUTH_TIMEOUT_S = 10.0
 MAX_BUFFER = 1000
 #: Seconds a too-slow client gets to take its close frame before its connection is dropped.
 SLOW_CLOSE_TIMEOUT_S = 5.0
+#: A live client with less than this waiting in its connection's write buffer (the websockets default
+#: high-water mark), and nothing queued, gets an event written at once; others get it through their queue.
+DIRECT_WRITE_LIMIT = 32 * 1024
 
 
 def message_of(event: ev.WatchEventsResponse) -> dict:
@@ -63,12 +66,24 @@ class _Subscriber:
     max_buffer: int = MAX_BUFFER
     queue: asyncio.Queue = field(init=False)
     overflowed: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The client's connection once its replay is done; events before that wait in the queue.
+    live: ServerConnection | None = None
+    #: The last event id sent (by the replay, then live): one at or below it is not sent again.
+    last: int = 0
+    #: Its sender is writing a queued event (and may be waiting for the client to take it).
+    sending: bool = False
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.max_buffer)
 
     def wants(self, event: ev.WatchEventsResponse) -> bool:
         return event.topic in self.topics and (event.topic != "job_updates" or event.owner == self.owner)
+
+    def direct(self) -> bool:
+        """Whether an event may be written to the client at once, in order and without waiting: it is live,
+        nothing of its own is queued or being sent, and it takes what it is sent."""
+        return (self.live is not None and not self.sending and self.queue.empty()
+                and self.live.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT)
 
     def offer(self, event_id: int, text: str) -> None:
         try:
@@ -111,11 +126,17 @@ class Fanout:
             try:
                 async for event in self._events.WatchEvents(request):
                     self._cursor = event.event_id
-                    text = None
+                    text, direct = "", []
                     for subscriber in list(self.subscribers):
-                        if subscriber.wants(event):
+                        if subscriber.wants(event) and event.event_id > subscriber.last:
                             text = text or json.dumps(message_of(event))
-                            subscriber.offer(event.event_id, text)
+                            if subscriber.direct():
+                                subscriber.last = event.event_id
+                                direct.append(subscriber.live)
+                            else:
+                                subscriber.offer(event.event_id, text)
+                    if direct:  # one frame written to every client that keeps up, no task or queue per client
+                        broadcast(direct, text)
             except grpc.aio.AioRpcError as error:
                 log.warning("event stream broke code=%s; resuming after event %d", error.code().name, self._cursor)
                 await asyncio.sleep(0.5)
@@ -157,8 +178,10 @@ class Bridge:
         self.fanout.subscribers.add(subscriber)  # before the replay: nothing falls between the two
         try:
             await ws.send(json.dumps({"type": "subscribed", "topics": sorted(topics), "since": since}))
-            last = await self._replay(ws, subscriber, since) if since else 0
-            sender = asyncio.create_task(self._send(ws, subscriber, last))
+            if since:
+                subscriber.last = await self._replay(ws, subscriber, since)
+            subscriber.live = ws
+            sender = asyncio.create_task(self._send(ws, subscriber))
             reader = asyncio.create_task(self._read(ws))
             too_slow = asyncio.create_task(subscriber.overflowed.wait())
             done, pending = await asyncio.wait({sender, reader, too_slow}, return_when=asyncio.FIRST_COMPLETED)
@@ -197,12 +220,17 @@ class Bridge:
             if page.caught_up:
                 return cursor
 
-    async def _send(self, ws: ServerConnection, subscriber: _Subscriber, last: int) -> None:
+    async def _send(self, ws: ServerConnection, subscriber: _Subscriber) -> None:
+        """The queued events, in order (those that came during the replay, or while the client lagged)."""
         while True:
             event_id, text = await subscriber.queue.get()
-            if event_id > last:  # the replay may already have sent it
-                last = event_id
-                await ws.send(text)
+            if event_id > subscriber.last:  # the replay may already have sent it
+                subscriber.last = event_id
+                subscriber.sending = True
+                try:
+                    await ws.send(text)
+                finally:
+                    subscriber.sending = False
 
     async def _subscribe(self, ws: ServerConnection, raw: str | bytes) -> tuple[str | None, set[str], int]:
         try:
