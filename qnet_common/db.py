@@ -38,6 +38,24 @@ class Tx:
     def __init__(self, db: Database, cursor: Any) -> None:
         self._db = db
         self._cursor = cursor
+        self._after_commit: list[Callable[[], None]] = []
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Calls `callback` once this transaction has committed (never if it rolls back); once however often
+        it is registered."""
+        if callback not in self._after_commit:
+            self._after_commit.append(callback)
+
+    def _committed(self) -> None:
+        for callback in self._after_commit:
+            try:
+                callback()
+            except Exception:  # the commit stands whatever a callback does
+                log.exception("after-commit callback failed")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         self._cursor.execute(self._db.sql(sql), tuple(params))
@@ -168,12 +186,14 @@ class Database:
             cursor = conn.cursor()
             with self._writer:
                 cursor.execute("BEGIN IMMEDIATE")
+                tx = Tx(self, cursor)
                 try:
-                    yield Tx(self, cursor)
+                    yield tx
                 except BaseException:
                     cursor.execute("ROLLBACK")
                     raise
                 cursor.execute("COMMIT")
+            tx._committed()
             return
         stack = contextlib.ExitStack()
         try:
@@ -185,7 +205,9 @@ class Database:
             conn, _ = self._checked_out()
             stack.enter_context(conn.transaction())
         with stack, conn.cursor() as cursor:
-            yield Tx(self, cursor)
+            tx = Tx(self, cursor)
+            yield tx
+        tx._committed()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """A single statement outside an explicit transaction (autocommit)."""

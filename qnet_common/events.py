@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,10 @@ TOPICS = ("job_updates", "backend_status")
 EVENT_ORDER_LOCK = 7262022
 #: The PostgreSQL channel every appended event is announced on.
 NOTIFY_CHANNEL = "qnet_events"
+#: Per database, the wake-ups of this process's hubs: a transaction of this process that appends an event wakes
+#: them at its commit, so its events need not wait for their next poll (SQLite announces nothing; on
+#: PostgreSQL the notification comes later, through the database).
+_HUBS_HERE: dict[Database, set[Callable[[], None]]] = {}
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS events (
@@ -84,6 +89,8 @@ class EventLog:
         )
         if tx_dialect(tx) == "postgresql":  # wakes listeners at commit: "topic:status:job_id"
             tx.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, f"{event.topic}:{event.status}:{event.job_id}"))
+        for wake in _HUBS_HERE.get(tx.db, ()):
+            tx.after_commit(wake)
 
     def append(self, event: Event) -> None:
         with self._db.transaction() as tx:
@@ -108,7 +115,7 @@ class EventLog:
 
 
 def tx_dialect(tx: Tx) -> str:
-    return tx._db.dialect  # Tx is this package's own type
+    return tx.db.dialect
 
 
 class EventHub:
@@ -120,6 +127,8 @@ class EventHub:
     """
 
     POLL_S = 0.02
+    #: Reads of the log are at least this far apart, however often commits here wake the poller (under load).
+    MIN_GAP_S = 0.005
     #: With notifications, the poll that catches up after one was lost.
     NOTIFIED_POLL_S = 1.0
     #: A watcher this far behind is dropped (its client reconnects with `since`).
@@ -137,6 +146,7 @@ class EventHub:
         #: Called with every event the poller reads, before the watchers get it.
         self.on_event: Callable[[Event], None] = lambda event: None
         self._ending = False
+        self._wake_here: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         self._cursor = await asyncio.to_thread(self.log.last_id)
@@ -144,6 +154,8 @@ class EventHub:
         self._listener = Listener(self.log.db, NOTIFY_CHANNEL,
                                   lambda payload: loop.call_soon_threadsafe(self._announced, payload))
         self._listener.start()
+        wake = self._wake_here = functools.partial(loop.call_soon_threadsafe, self._nudge.set)
+        _HUBS_HERE.setdefault(self.log.db, set()).add(wake)
         self._task = asyncio.create_task(self._poll())
 
     def _announced(self, payload: str) -> None:
@@ -160,6 +172,7 @@ class EventHub:
 
     async def stop(self) -> None:
         self.end_watches()
+        _HUBS_HERE.get(self.log.db, set()).discard(self._wake_here)
         if self._listener is not None:
             self._listener.stop()
         if self._task is not None:
@@ -168,8 +181,11 @@ class EventHub:
 
     async def _poll(self) -> None:
         idle = self.NOTIFIED_POLL_S if self._listener is not None and self._listener.active else self.POLL_S
+        read_at = 0.0
         while True:
+            await asyncio.sleep(max(0.0, read_at + self.MIN_GAP_S - time.monotonic()))
             self._nudge.clear()
+            read_at = time.monotonic()
             try:
                 batch = await asyncio.to_thread(self.log.since, self._cursor)
             except Exception:  # the database is briefly unreachable: keep the watchers, try again

@@ -223,3 +223,20 @@ def test_every_transition_is_an_event_in_order(store):
     assert [e.status for e in events] == ["queued", "running", "completed"]
     assert events[-1].counts == {"11": 5} and events[-1].backend == "b"
     assert events[0].event_id < events[1].event_id < events[2].event_id
+
+
+def test_an_after_commit_callback_runs_once_after_the_commit_and_never_after_a_rollback(db):
+    calls: list[str] = []
+
+    def seen() -> None:
+        calls.append("committed")
+
+    with db.transaction() as tx:
+        tx.after_commit(seen)
+        tx.after_commit(seen)
+        assert calls == []  # not before the commit
+    assert calls == ["committed"]
+    with pytest.raises(RuntimeError), db.transaction() as tx:
+        tx.after_commit(seen)
+        raise RuntimeError("rolled back")
+    assert calls == ["committed"]
