@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -140,51 +141,51 @@ async def test_a_leaving_scheduler_ends_its_event_watches_with_a_resumable_unava
     await hub.stop()
 
 
+@contextlib.asynccontextmanager
+async def slow_rigetti(devices):
+    """A DeviceServicer over a fleet whose rigetti_aspen takes 2-3 s a task."""
+    pool, checks = ThreadPoolExecutor(2), ThreadPoolExecutor(2)
+    try:
+        yield DeviceServicer(Fleet(devices, pool, {}, reader=checks, faults={"rigetti_aspen": "slow"}))
+    finally:
+        pool.shutdown(wait=False)
+        checks.shutdown(wait=False)
+
+
+async def leave_while_waiting(servicer: DeviceServicer, task_id: str) -> None:
+    """Submits a rigetti_aspen task that waits for its end, and goes away 0.2 s in (as a killed caller does)."""
+    waiting = asyncio.ensure_future(servicer.SubmitTask(
+        ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10, task_id=task_id, wait_s=1.0), None))
+    await asyncio.sleep(0.2)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
 async def test_a_submission_that_waits_comes_back_ended_and_one_withdrawn_is_cancelled(devices):
     """SubmitTask's wait_s: a quick task answers ended in the one call (no GetTask); a caller that goes away while
-    its submission waits (it never had the handle) withdraws the task instead of leaving it to run unseen."""
-    pool, checks = ThreadPoolExecutor(2), ThreadPoolExecutor(2)
-    fleet = Fleet(devices, pool, {}, reader=checks, faults={"rigetti_aspen": "slow"})
-    servicer = DeviceServicer(fleet)
-    try:
+    its submission waits (it never had the handle) withdraws the task, still queued, instead of leaving it to
+    run unseen."""
+    async with slow_rigetti(devices) as servicer:
         quick = await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="ionq_simulator", qasm=BELL, shots=100,
                                                                task_id="q1", wait_s=1.0), None)
         assert quick.status == "completed" and sum(quick.counts.values()) == 100
         at_once = await servicer.SubmitTask(ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10,
                                                                  task_id="s1"), None)
         assert at_once.status in ("queued", "running") and not at_once.counts
-        waiting = asyncio.ensure_future(servicer.SubmitTask(
-            ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10, task_id="s2", wait_s=1.0), None))
-        await asyncio.sleep(0.2)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+        await leave_while_waiting(servicer, "s2")  # queued behind s1
         withdrawn = await servicer.GetTask(ds.GetTaskRequest(task_id="s2", wait_s=5), None)
         assert withdrawn.status == "failed" and withdrawn.error_code == "CANCELLED", withdrawn
-    finally:
-        fleet.cancel("s1")
-        pool.shutdown(wait=False)
-        checks.shutdown(wait=False)
+        await servicer.CancelTask(ds.CancelTaskRequest(task_id="s1"), None)
 
 
 async def test_a_task_already_running_when_its_caller_goes_away_runs_on_for_the_callers_successor(devices):
     """A scheduler killed while its submission waits had its running task withdrawn, and the replica taking
     over its job ran the circuit a second time; now the task goes on and the successor finds it by its id."""
-    pool, checks = ThreadPoolExecutor(2), ThreadPoolExecutor(2)
-    fleet = Fleet(devices, pool, {}, reader=checks, faults={"rigetti_aspen": "slow"})
-    servicer = DeviceServicer(fleet)
-    try:
-        waiting = asyncio.ensure_future(servicer.SubmitTask(
-            ds.SubmitTaskRequest(device_id="rigetti_aspen", qasm=BELL, shots=10, task_id="r1", wait_s=1.0), None))
-        await asyncio.sleep(0.2)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
+    async with slow_rigetti(devices) as servicer:
+        await leave_while_waiting(servicer, "r1")  # the first task: running at once
         found = await servicer.GetTask(ds.GetTaskRequest(task_id="r1", wait_s=10), None)
         assert found.status == "completed" and sum(found.counts.values()) == 10, found
-    finally:
-        pool.shutdown(wait=False)
-        checks.shutdown(wait=False)
 
 
 async def test_a_listing_built_from_the_kept_fixed_part_still_shows_each_devices_live_status(fleet):
