@@ -384,7 +384,6 @@ class Engine:
             outcome = await task
         except asyncio.CancelledError:
             heartbeat.cancel()
-            self._lost.discard(job.job_id)
             if self._stopping:
                 await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
                 log.info("released job=%s on shutdown", job.job_id)
@@ -404,6 +403,7 @@ class Engine:
                               error_message="the scheduler failed while running this job; it is logged")
         finally:
             self._running.pop(job.job_id, None)
+            self._lost.discard(job.job_id)  # also when the job ended just as its lease was lost
             if self._stopping:  # a draining replica's waiters answer once the job is no longer run here
                 self._changed(job.job_id)
         try:  # the heartbeat keeps the lease while the outcome is being recorded
