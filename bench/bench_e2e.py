@@ -52,8 +52,9 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from qnet_common.db import Database  # noqa: E402
 from qnet_common.pgserver import Server  # noqa: E402
-from services.backends.adapters.registry import DEVICE_IDS, build_devices  # noqa: E402
+from services.backends.adapters.registry import DEVICE_IDS, build_devices, provider_of  # noqa: E402
 from services.backends.domain.qasm import parse  # noqa: E402
+from services.mesh import PROVIDERS  # noqa: E402
 from tests.e2e.conftest import DEV_KEY, RunningMesh, start_mesh, stop_mesh  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -68,7 +69,7 @@ ALL_BACKENDS = ("local_simulator", "ionq_simulator", "rigetti_aspen")
 THROUGHPUT_CLIENTS = 16
 #: No injected faults, every device online: the e2e tests' mesh otherwise slows local_simulator on purpose.
 MESH_ENV = {"QNET_LOG_LEVEL": "WARNING", "QNET_FAULTS": "", "QNET_DEVICE_STATUS": ""}
-SERVICES = ("scheduler", "network", "backends", "aggregator", "gateway")
+SERVICES = ("scheduler", "network", *(f"backends-{p}" for p in PROVIDERS), "aggregator", "gateway")
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,17 @@ def repeat_compile(params: Params) -> list[Row]:
 
 
 def processes(mesh: RunningMesh) -> dict[str, psutil.Process]:
-    """The mesh's services (and Envoy) by name, from the launcher's children."""
+    """The mesh's services (and Envoy) by name, from the launcher's children: a backends adapter service as
+    backends-PROVIDER, by the devices it serves."""
     found = {}
     for child in psutil.Process(mesh.process.pid).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             cmdline = " ".join(child.cmdline())
             if "services." in cmdline and ".main" in cmdline:
-                found[cmdline.split("services.")[-1].split(".main")[0]] = child
+                name = cmdline.split("services.")[-1].split(".main")[0]
+                if name == "backends":
+                    name += "-" + provider_of(child.environ()["QNET_DEVICES"].split(",")[0])
+                found[name] = child
             elif "envoy" in cmdline:
                 found["envoy"] = child
     return found

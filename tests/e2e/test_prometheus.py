@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import pathlib
 import shutil
@@ -13,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from qnet_common.settings import DEFAULT_PORTS
+from services.mesh import TOPOLOGIES
 from tests.e2e.test_slice import BELL
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -46,8 +47,9 @@ def prometheus(mesh, tmp_path):
         pytest.fail("Debian's prometheus package is not installed (make test-e2e installs it with apt-get)")
     config = SHIPPED.read_text()
     # The shipped config names make run's ports; this mesh picked its own: same jobs, this run's ports.
-    for service, (_, default) in DEFAULT_PORTS.items():
-        config = config.replace(f"127.0.0.1:{default}", mesh.metrics[service])
+    for role in TOPOLOGIES["single"]:
+        for child, _, default in role.children():
+            config = config.replace(f"127.0.0.1:{default}", mesh.metrics[child])
     config = config.replace("127.0.0.1:9901", mesh.admin.removeprefix("http://"))
     (tmp_path / "prometheus.yml").write_text(config)
     port = free_port()
@@ -70,13 +72,14 @@ def test_every_target_is_up_and_job_counters_rise(mesh, prometheus):
                 targets = json.loads(reply.read())["data"]["activeTargets"]
         except OSError:
             targets = []
-        health = {t["labels"]["job"]: t["health"] for t in targets}
-        if len(health) == 6 and set(health.values()) == {"up"}:
+        health = {t["labels"]["instance"]: (t["labels"]["job"], t["health"]) for t in targets}
+        if len(health) == len(mesh.metrics) + 1 and {h for _, h in health.values()} == {"up"}:
             break
         assert time.monotonic() < deadline, f"targets not all up: {health}"
         time.sleep(1)
-    assert set(health) == {f"qnet-{s}" for s in ("scheduler", "backends", "aggregator", "network", "gateway",
-                                                 "envoy")}
+    assert collections.Counter(job for job, _ in health.values()) == {
+        "qnet-scheduler": 1, "qnet-backends": 4, "qnet-aggregator": 1, "qnet-network": 1, "qnet-gateway": 1,
+        "qnet-envoy": 1}  # one backends adapter service per provider
     finished = 'sum(qnet_scheduler_jobs_finished_total{status="completed"})'
     before = query(prometheus, finished)
     for _ in range(3):

@@ -573,7 +573,7 @@ def health_names(service: str) -> tuple[str, ...]:
 
 
 def test_the_code_facts_the_checks_rest_on():
-    assert main_defaults() == {r.service: (r.port, r.metrics_port) for r in TOPOLOGIES["single"]}
+    assert main_defaults() == DEFAULT_PORTS
     assert {"QNET_DEVICES", "QNET_ADVERTISE_ADDR", "QNET_DB_POOL_SIZE", "QNET_HOST"} <= settings_variables()
     assert "QNET_HTTP_PORT" not in settings_variables()  # the launcher's, not a service's
 
@@ -719,7 +719,7 @@ def allowed_ingress(overlay: str) -> set[tuple[str, str, int]]:
 def test_network_policies_let_in_exactly_the_callers(overlay):
     policies = objects(overlay, "NetworkPolicy")
     assert policies["qnet-default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
-    ports = {r.service: (r.port, r.metrics_port) for r in TOPOLOGIES["single"]}
+    ports = DEFAULT_PORTS
     envoy = pod(objects(overlay, "Deployment")["qnet-envoy"])["containers"][0]
     envoy_ports = {p["name"]: p["containerPort"] for p in envoy["ports"]}
     expected = {("anywhere", "envoy", envoy_ports["http"]), ("prometheus", "envoy", envoy_ports["admin"])}

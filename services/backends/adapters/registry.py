@@ -20,6 +20,16 @@ ADAPTERS = {
 DEVICE_IDS = tuple(ADAPTERS)
 
 
+def provider_of(device_id: str) -> str:
+    """The provider whose adapter builds the device: its adapter module's name (ibm, ionq, rigetti, local)."""
+    return ADAPTERS[device_id].rpartition(".")[2]
+
+
+def devices_of(provider: str) -> tuple[str, ...]:
+    """The ids of the devices one provider's adapter builds, in catalogue order."""
+    return tuple(d for d in DEVICE_IDS if provider_of(d) == provider)
+
+
 def build_devices(ids: Iterable[str] | None = None) -> dict[str, Device]:
     wanted = list(ids) if ids else list(DEVICE_IDS)
     unknown = [d for d in wanted if d not in ADAPTERS]
