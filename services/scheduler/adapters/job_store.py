@@ -254,8 +254,9 @@ class JobStore:
             )
             if row["status"] == QUEUED:
                 self._event(tx, row["job_id"], row["owner"], RUNNING, None)
+            claimed_before = row["started_at"] is not None  # every claim sets it, and nothing clears it
             row.update(status=RUNNING, started_at=row["started_at"] or now)
-        return _job(row)
+        return dataclasses.replace(_job(row), claimed_before=claimed_before)
 
     def renew(self, job_id: str, worker: str, lease_s: float) -> str | None:
         """Extends the lease; returns the job's status (cancelled means: stop) or None if the lease is lost."""

@@ -344,7 +344,7 @@ class Engine:
             if not handed:
                 self._wake_one()  # the queue had this one: there may be more, let one more idle worker look
             try:
-                await self._run_claimed(job, fresh=handed)
+                await self._run_claimed(job, fresh=handed or not job.claimed_before)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug: the job's lease expires and another worker takes it over
@@ -374,8 +374,8 @@ class Engine:
         return None
 
     async def _run_claimed(self, job: Job, *, fresh: bool = False) -> None:
-        """Runs a claimed job and records its outcome. `fresh`: claimed by its own insert, so no earlier claim
-        submitted device tasks for it."""
+        """Runs a claimed job and records its outcome. `fresh`: this is the job's first claim (by its own insert,
+        or from the queue), so no earlier claim submitted device tasks for it."""
         task = asyncio.create_task(self._execute(job, fresh))
         self._running[job.job_id] = task
         self._on_job(job.job_id, RUNNING, "", time.time() - job.created_at)
@@ -483,7 +483,8 @@ class Engine:
                 await asyncio.sleep(SELECT_RETRY_S)
         queue_time = time.time() - job.created_at
         # A job claimed before (its scheduler died, drained, or lost the database) may have device tasks: those
-        # recorded, and any submitted but not recorded, which the devices are asked for by their ids.
+        # recorded, and any submitted but not recorded, which the devices are asked for by their ids. A first
+        # claim asks for none (a round trip per job).
         takeover = not fresh
         handed = await self._earlier_tasks(job, selection.order) if takeover else {}
         limits = {c.backend: task_limit_s(c.estimated_wait_s, assessments[c.backend].estimated_execution_s

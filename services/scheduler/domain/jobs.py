@@ -141,6 +141,9 @@ class Job:
     outcome: Outcome | None = None
     #: Candidates' assessments taken at submission (cost, success probability, runnable).
     assessments: dict[str, dict] = field(default_factory=dict)
+    #: Set by a claim of a job some earlier claim took too (its scheduler died, drained or lost the database): that
+    #: one may have submitted device tasks, which this claim looks for before submitting any.
+    claimed_before: bool = False
 
     @property
     def terminal(self) -> bool:

@@ -73,17 +73,17 @@ def test_workers_record_outcomes_after_the_store_recovers_and_keep_running_jobs(
 
 
 class StoreDownMidRun(JobStore):
-    """A real job store that is unreachable the first time a running job reads its device tasks."""
+    """A real job store that is unreachable the first time a running job takes its rotation's turn."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self.outages = 1
 
-    def tasks(self, job_id):
+    def next_turn(self, rotation):
         if self.outages > 0:
             self.outages -= 1
             raise errors.Unavailable("the database is unreachable or too slow right now; retry in a few seconds")
-        return super().tasks(job_id)
+        return super().next_turn(rotation)
 
 
 def test_a_job_store_outage_while_a_job_runs_hands_the_job_back_instead_of_failing_it(tmp_path):
@@ -95,7 +95,7 @@ def test_a_job_store_outage_while_a_job_runs_hands_the_job_back_instead_of_faili
         engine.RECORD_BACKOFF_S = (0.01,)
         engine.start()
         try:
-            job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+            job = await engine.submit("key", JobRequest(BELL, ("dev",), "round_robin", 10))
             return (await engine.wait(job.job_id, timeout=10)).status
         finally:
             await engine.stop(grace=1)

@@ -130,3 +130,58 @@ def test_a_worker_that_lost_its_lease_leaves_the_device_task_to_the_new_owner(tm
     asyncio.run(scenario())
     assert len(devices.submitted) == 1
     assert devices.cancelled == []
+
+
+class Probed(KeptTasks):
+    """Devices counting the probes for tasks an earlier claim would have submitted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.probes: list[str] = []
+
+    async def find(self, backend, task_id):
+        self.probes.append(task_id)
+        return await super().find(backend, task_id)
+
+
+def test_a_job_claimed_from_the_queue_for_the_first_time_is_not_looked_for_on_its_devices(tmp_path):
+    """No earlier claim can have submitted its tasks: asking every device for them cost a GetTask round trip per
+    job, answered NOT_FOUND, whenever every worker was busy at submission (the throughput rows)."""
+    devices = Probed()
+    store = JobStore(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario() -> str:
+        engine = Engine(store, devices, aggregator=None, workers=1, lease_s=LEASE_S)
+        job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))  # no worker yet: queued
+        engine.start()
+        try:
+            return (await engine.wait(job.job_id, timeout=10)).status
+        finally:
+            await engine.stop(grace=1)
+
+    assert asyncio.run(scenario()) == COMPLETED
+    assert len(devices.submitted) == 1
+    assert devices.probes == []
+
+
+def test_a_job_released_by_a_draining_scheduler_is_still_looked_for_on_its_devices(tmp_path):
+    """A claim handed back (a drain, a database outage) may have left a task running: the next claim asks."""
+    devices = Probed()
+    store = JobStore(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario() -> tuple[str, str]:
+        engine = Engine(store, devices, aggregator=None, workers=1, lease_s=LEASE_S)
+        job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+        store.claim("sched_draining", LEASE_S)
+        devices.tasks[f"{job.job_id}.dev.1"] = "completed"  # it submitted, then drained before recording
+        store.release(job.job_id, "sched_draining")
+        engine.start()
+        try:
+            return job.job_id, (await engine.wait(job.job_id, timeout=10)).status
+        finally:
+            await engine.stop(grace=1)
+
+    job_id, status = asyncio.run(scenario())
+    assert status == COMPLETED
+    assert devices.submitted == []
+    assert devices.probes == [f"{job_id}.dev.1"]
