@@ -36,11 +36,10 @@ class SchedulerComponent:
         self._devices = DeviceClient(self._router)
         self._aggregator = AggregatorClient(settings.aggregator_addr, settings.service_key)
         self.hub = EventHub(self.store.events)
+        # Every job event of any replica reaches `announced` (follow_announcements): no request polls its job.
         self.engine = Engine(
             self.store, self._devices, self._aggregator, workers=settings.workers, lease_s=settings.lease_s,
-            on_job=record_job,
-            # PostgreSQL announces every job event (NOTIFY, through the hub to `announced`): no polling.
-            notified=self._db.dialect == "postgresql",
+            on_job=record_job, notified=True,
         )
 
     def register(self, server) -> None:
@@ -51,15 +50,11 @@ class SchedulerComponent:
             JobEventsServicer(self.hub), server
         )
 
-    def _announced(self, payload: str) -> None:
-        topic, _, rest = payload.partition(":")
-        status, _, job_id = rest.partition(":")
-        self.engine.announced(topic, status, job_id)
-
     async def start(self) -> None:
-        self.hub.on_announce = self._announced
         # A status change made through any replica: the next choice of backends reads the devices afresh.
-        self.hub.on_event = lambda event: self._router.invalidate() if event.topic == "backend_status" else None
+        follow_announcements(self.hub, self.engine, self._db.dialect,
+                             on_event=lambda event: self._router.invalidate() if event.topic == "backend_status"
+                             else None)
         await self.hub.start()
         self.engine.start()
 
@@ -70,6 +65,26 @@ class SchedulerComponent:
         await self._router.close()
         await self._aggregator.close()
         self._db.close()
+
+
+def follow_announcements(hub: EventHub, engine: Engine, dialect: str, on_event=lambda event: None) -> None:
+    """Hands the engine every job event any replica commits. PostgreSQL announces each one (NOTIFY, through
+    the hub to `on_announce`); on SQLite, which announces nothing, the hub's reads of the log bring them (every
+    EventHub.POLL_S, at once for this process's own commits). `on_event` also gets every event read."""
+    if dialect == "postgresql":
+        def announced(payload: str) -> None:
+            topic, _, rest = payload.partition(":")
+            status, _, job_id = rest.partition(":")
+            engine.announced(topic, status, job_id)
+
+        hub.on_announce = announced
+
+    def read(event) -> None:
+        on_event(event)
+        if dialect != "postgresql":
+            engine.announced(event.topic, event.status, event.job_id)
+
+    hub.on_event = read
 
 
 async def build(settings: SchedulerSettings) -> SchedulerComponent:

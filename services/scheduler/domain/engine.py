@@ -24,6 +24,7 @@ from services.scheduler.domain.jobs import (
     FAILED,
     QUEUED,
     RUNNING,
+    TERMINAL,
     BackendRun,
     Job,
     JobRequest,
@@ -287,13 +288,14 @@ class Engine:
         return job
 
     def announced(self, topic: str, status: str, job_id: str) -> None:
-        """A change some replica committed (PostgreSQL's notifications): wakes idle workers for a new job and
-        the requests waiting for this one."""
+        """A change some replica committed: wakes an idle worker for a new job (not for one this replica already
+        runs or was handed), and the requests waiting for a job that ended (nothing else ends a wait)."""
         if topic != "job_updates":
             return
-        if status == QUEUED:
+        if status == QUEUED and not self._runs_here(job_id):
             self._wake_one()
-        self._changed(job_id)
+        if status in TERMINAL:
+            self._changed(job_id)
 
     # --- workers -----------------------------------------------------------------------------------------
 
