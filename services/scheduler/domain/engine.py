@@ -70,8 +70,8 @@ WAIT_POLL_S = 0.2
 WAIT_CHECK_S = 2.0
 #: Each poll of a device task waits this long for it to end (the replica answers at once when it does).
 POLL_WAIT_S = 20.0
-#: An idle worker looks in the store for a job this often when nothing wakes it (another replica's job on
-#: SQLite, a lease that expired).
+#: One idle worker of the replica looks in the store this often when nothing wakes one (a lease that expired, an
+#: announcement missed while the database reconnected).
 IDLE_POLL_S = 0.5
 
 
@@ -301,6 +301,14 @@ class Engine:
 
     def start(self) -> None:
         self._loops = [asyncio.create_task(self._worker_loop(i)) for i in range(self._workers)]
+        self._loops.append(asyncio.create_task(self._idle_looks()))
+
+    async def _idle_looks(self) -> None:
+        """Every IDLE_POLL_S, wakes one idle worker to look for work nothing announced: one claim transaction
+        for the replica, not one for each of its idle workers."""
+        while not self._stopping:
+            await asyncio.sleep(IDLE_POLL_S)
+            self._wake_one()
 
     async def stop(self, grace: float) -> None:
         """Stops claiming; gives running jobs `grace` seconds, then hands the rest back to the queue."""
@@ -353,16 +361,15 @@ class Engine:
                 log.exception("worker=%s index=%d failed on job=%s", self.worker_id, index, job.job_id)
 
     async def _sleep(self) -> None:
-        """Waits, idle, until woken or IDLE_POLL_S passes."""
+        """Waits, idle, until woken (by a job, or by the idle looks)."""
         sleeper = asyncio.get_running_loop().create_future()
         self._sleepers.append(sleeper)
         self._idle += 1
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sleeper, timeout=IDLE_POLL_S)
+            await sleeper
         finally:
             self._idle -= 1
-            with contextlib.suppress(ValueError):  # timed out: not woken, so still queued (at most `workers`)
+            with contextlib.suppress(ValueError):  # cancelled (the engine stops): not woken, so still queued
                 self._sleepers.remove(sleeper)
 
     async def _handed_job(self) -> Job | None:

@@ -383,3 +383,28 @@ def test_an_engine_idle_for_many_polls_keeps_no_more_sleepers_than_workers(tmp_p
 
     kept, status = asyncio.run(scenario())
     assert kept <= 4 and status == COMPLETED, kept
+
+
+def test_idle_workers_look_in_the_store_once_per_idle_poll_not_each_of_them(tmp_path, monkeypatch):
+    """Nothing to do: one look every IDLE_POLL_S for the replica (a lease that expired, an announcement missed).
+    Each of the eight idle workers looked on its own: 16 write transactions a second of an idle scheduler, and
+    as many beside every job at low load."""
+    monkeypatch.setattr(engine_module, "IDLE_POLL_S", 0.1)
+    store = Claims(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=8, lease_s=30)
+        engine.start()
+        await asyncio.sleep(0.05)  # every worker looked once and went idle
+        looked = store.made
+        try:
+            await asyncio.sleep(1.0)  # ten idle polls
+            idle_looks = store.made - looked
+            job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+            return looked, idle_looks, (await engine.wait(job.job_id, 10, submitted=job)).status
+        finally:
+            await engine.stop(grace=1)
+
+    looked, idle_looks, status = asyncio.run(scenario())
+    assert looked == 8 and status == COMPLETED
+    assert 8 <= idle_looks <= 12, idle_looks  # eight workers looking on their own: about 80
