@@ -20,9 +20,11 @@ import datetime
 import time
 import warnings
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
+from qnet_common.cache import BytesLRU
 from services.backends.domain.circuit import Circuit, Op
 from services.backends.domain.compile import ROUTE_SWAP, rigetti_natives, route, stats
 from services.backends.domain.device import (
@@ -53,6 +55,9 @@ MAX_DENSITY_QUBITS = 6
 #: The wavefunction path (numpy tensor contractions, one core) is bounded so that a run takes seconds.
 MAX_ACTIVE_QUBITS = 20
 MAX_WORK = 2e9
+#: Compilations kept by circuit fingerprint (a circuit assessed, then run, or submitted again is routed once),
+#: bounded in bytes; the calibration is the device's for its process's life.
+COMPILE_CACHE_BYTES = 16 << 20
 
 
 def aspen_lattice() -> tuple[tuple[int, int], ...]:
@@ -114,24 +119,33 @@ class RigettiAspen(Device):
         self._qubits = {q.qubit: q for q in self.spec.calibration.qubits}
         # Route onto the best-read qubits first.
         self._preferred = sorted(self._qubits, key=lambda q: self._qubits[q].readout_error)
+        self._compiled: BytesLRU[_Compiled] = BytesLRU(COMPILE_CACHE_BYTES, lambda c: 2_000 + 500 * len(c.natives))
 
-    def _compile(
-        self, circuit: Circuit, shots: int
-    ) -> tuple[Circuit, list[Op], dict[int, int], list[Op], dict[int, int]]:
-        """(circuit, natives on physical qubits, clbit -> physical qubit, natives on logical qubits, final
-        logical -> physical layout)."""
+    def _compile(self, circuit: Circuit, shots: int) -> _Compiled:
+        """The circuit checked for these shots, routed and in native gates (from the cache when it was before)."""
         checked(circuit, shots, self.spec, terminal_only=True)
+        key = circuit.fingerprint or None
+        found = self._compiled.get(key) if key else None
+        if found is None:
+            found = self._compiled_anew(circuit)
+            if key:
+                self._compiled.put(key, found)
+        return found
+
+    def _compiled_anew(self, circuit: Circuit) -> _Compiled:
         fixed = list(range(circuit.num_qubits)) if circuit.physical else None
         routed, layout, logical = route(list(circuit.ops), circuit.num_qubits, self.spec.coupling_map,
                                         self.spec.num_qubits, self._preferred, fixed)
         measured = {op.clbits[0]: op.qubits[0] for op in routed if op.name == "measure"}
         natives = rigetti_natives([op for op in routed if op.name != "measure"])
-        logical_natives = rigetti_natives([op for op in logical if op.name != "measure"])
-        return circuit, natives, measured, logical_natives, layout
+        depth, two_q = stats(natives)
+        return _Compiled(
+            natives, measured, rigetti_natives([op for op in logical if op.name != "measure"]), layout, depth, two_q,
+            circuit_duration_s(natives, self.spec.calibration) + READOUT_NS * 1e-9,
+            success_probability(natives, self.spec.calibration, measured))
 
     def run(self, circuit: Circuit, shots: int, seed: int | None = None) -> RunResult:
-        circuit, natives, _, logical_natives, layout = self._compile(circuit, shots)
-        depth, two_q = stats(natives)
+        compiled = self._compile(circuit, shots)
         started = time.perf_counter()
         rng = np.random.default_rng(seed)
         measured = circuit.measured  # clbit -> logical qubit
@@ -139,11 +153,11 @@ class RigettiAspen(Device):
             counts = {"0" * circuit.num_clbits: shots}
         else:
             # Simulated on the logical qubits: the router's SWAPs only move states between physical qubits.
-            active = sorted({q for op in logical_natives for q in op.qubits} | set(measured.values()))
-            probabilities = self._distribution(logical_natives, active, layout)
+            active = sorted({q for op in compiled.logical_natives for q in op.qubits} | set(measured.values()))
+            probabilities = self._distribution(compiled.logical_natives, active, compiled.layout)
             bit_of_qubit = {q: i for i, q in enumerate(active)}
             counts = sample_counts(probabilities, bit_of_qubit, measured, circuit.num_clbits, shots, rng)
-        return RunResult(counts, shots, depth, two_q, time.perf_counter() - started)
+        return RunResult(counts, shots, compiled.depth, compiled.two_qubit_gates, time.perf_counter() - started)
 
     def _two_qubit_error(self, a: int, b: int) -> tuple[float, float]:
         error, duration = gate_error(self.spec.calibration, "cz", (a, b))
@@ -204,11 +218,22 @@ class RigettiAspen(Device):
         return np.clip(noisy.transpose(list(reversed(range(n)))).reshape(-1), 0.0, None)
 
     def assess(self, circuit: Circuit, shots: int) -> Assessment:
-        _, natives, measured, _, _ = self._compile(circuit, shots)
-        depth, two_q = stats(natives)
-        shot_s = circuit_duration_s(natives, self.spec.calibration) + READOUT_NS * 1e-9
-        seconds = estimated_execution_s(shots, shot_s, 100e-6, 1.0)
-        return Assessment(depth, two_q, seconds, success_probability(natives, self.spec.calibration, measured))
+        compiled = self._compile(circuit, shots)
+        seconds = estimated_execution_s(shots, compiled.shot_s, 100e-6, 1.0)
+        return Assessment(compiled.depth, compiled.two_qubit_gates, seconds, compiled.success_probability)
+
+
+class _Compiled(NamedTuple):
+    """A circuit compiled for the device, and what its assessment needs that does not depend on the shots."""
+
+    natives: list[Op]  # on physical qubits
+    measured: dict[int, int]  # clbit -> physical qubit
+    logical_natives: list[Op]  # on logical qubits (what the simulation runs)
+    layout: dict[int, int]  # final logical -> physical qubit
+    depth: int
+    two_qubit_gates: int
+    shot_s: float
+    success_probability: float
 
 
 class _State:

@@ -318,6 +318,15 @@ class Claims(JobStore):
         return super().claim(worker, lease_s)
 
 
+async def idle_engine(store: Claims, *, workers: int) -> tuple[Engine, int]:
+    """A started engine whose every worker looked in the store once and went idle; the claims made so far."""
+    engine = Engine(store, QuickDevice(), aggregator=None, workers=workers, lease_s=30)
+    engine.start()
+    while engine._idle < workers:
+        await asyncio.sleep(0.005)
+    return engine, store.made
+
+
 def test_a_new_job_wakes_one_idle_worker_not_all_of_them(tmp_path, monkeypatch):
     """Eight idle workers: each job wakes the one it is handed to, which looks in the store once when it is
     done. Waking every worker cost eight claim transactions per job, the scheduler's largest cost per job."""
@@ -325,10 +334,7 @@ def test_a_new_job_wakes_one_idle_worker_not_all_of_them(tmp_path, monkeypatch):
     store = Claims(Database(f"sqlite:///{tmp_path / 'q.db'}"))
 
     async def scenario():
-        engine = Engine(store, QuickDevice(), aggregator=None, workers=8, lease_s=30)
-        engine.start()
-        await asyncio.sleep(0.1)  # every worker looked once and went idle
-        looked = store.made
+        engine, looked = await idle_engine(store, workers=8)
         try:
             for _ in range(10):
                 job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
@@ -393,10 +399,7 @@ def test_idle_workers_look_in_the_store_once_per_idle_poll_not_each_of_them(tmp_
     store = Claims(Database(f"sqlite:///{tmp_path / 'q.db'}"))
 
     async def scenario():
-        engine = Engine(store, QuickDevice(), aggregator=None, workers=8, lease_s=30)
-        engine.start()
-        await asyncio.sleep(0.05)  # every worker looked once and went idle
-        looked = store.made
+        engine, looked = await idle_engine(store, workers=8)
         try:
             await asyncio.sleep(1.0)  # ten idle polls
             idle_looks = store.made - looked
@@ -406,5 +409,5 @@ def test_idle_workers_look_in_the_store_once_per_idle_poll_not_each_of_them(tmp_
             await engine.stop(grace=1)
 
     looked, idle_looks, status = asyncio.run(scenario())
-    assert looked == 8 and status == COMPLETED
+    assert looked >= 8 and status == COMPLETED  # each worker once as it started (and maybe one idle look)
     assert 8 <= idle_looks <= 12, idle_looks  # eight workers looking on their own: about 80
