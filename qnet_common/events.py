@@ -75,20 +75,25 @@ class EventLog:
         took id 8, and a reader that saw 8 would skip 7 for good. On PostgreSQL the id is therefore taken
         under a transaction-scoped advisory lock, released only at commit: event-writing transactions commit
         in id order. The price is that they are serialised from their event to their commit, so the event is
-        the last statement of every transaction that writes one. (SQLite serialises all writers anyway.)
+        the last statement of every transaction that writes one, and the lock, the insert and the notification
+        that wakes listeners at commit ("topic:status:job_id") are one statement: one round trip in the
+        serialised section. (SQLite serialises all writers anyway.)
         """
+        values = (event.topic, event.job_id, event.status, event.backend, event.queue_depth,
+                  json.dumps(event.counts), event.owner, event.error_code, event.time or time.time())
+        columns = "topic, job_id, status, backend, queue_depth, counts, owner, error_code, time"
         if tx_dialect(tx) == "postgresql":
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (EVENT_ORDER_LOCK,))
-        tx.execute(
-            "INSERT INTO events (topic, job_id, status, backend, queue_depth, counts, owner, error_code, time)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.topic, event.job_id, event.status, event.backend, event.queue_depth,
-                json.dumps(event.counts), event.owner, event.error_code, event.time or time.time(),
-            ),
-        )
-        if tx_dialect(tx) == "postgresql":  # wakes listeners at commit: "topic:status:job_id"
-            tx.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, f"{event.topic}:{event.status}:{event.job_id}"))
+            # The insert reads its row from the lock's result, so the lock is held before the id is drawn; the
+            # notification reads the inserted row, so it follows the insert.
+            tx.execute(
+                f"WITH locked AS (SELECT pg_advisory_xact_lock(?)),"
+                f" inserted AS (INSERT INTO events ({columns}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? FROM locked"
+                f" RETURNING event_id)"
+                f" SELECT pg_notify(?, ?) FROM inserted",
+                (EVENT_ORDER_LOCK, *values, NOTIFY_CHANNEL, f"{event.topic}:{event.status}:{event.job_id}"),
+            )
+        else:
+            tx.execute(f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         for wake in _HUBS_HERE.get(tx.db, ()):
             tx.after_commit(wake)
 

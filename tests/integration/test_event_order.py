@@ -56,3 +56,21 @@ def test_a_follower_of_the_log_misses_no_event_of_concurrent_writers(postgres_se
     missed = sorted(set(every) - set(seen))
     assert not missed, f"the follower skipped {len(missed)} committed events, e.g. {missed[:10]}"
     assert seen == sorted(seen)
+
+
+@pytest.mark.postgres
+def test_an_event_is_one_statement_to_postgresql(postgres_server):
+    """The ordering lock, the insert and the notification in one round trip: they were three, each inside the
+    section that the lock serialises for every event-writing transaction (three events a job)."""
+    with postgres_server.database() as url:
+        db = Database(url)
+        log = EventLog(db)
+        sent: list[str] = []
+        with db.transaction() as tx:
+            execute = tx.execute
+            tx.execute = lambda sql, params=(): sent.append(sql) or execute(sql, params)
+            log.append_in(tx, Event(topic="job_updates", status="queued", job_id="j1"))
+        events = log.since(0)
+        db.close()
+    assert len(sent) == 1, sent
+    assert [(e.job_id, e.status) for e in events] == [("j1", "queued")]
