@@ -140,7 +140,7 @@ class RigettiAspen(Device):
         natives = rigetti_natives([op for op in routed if op.name != "measure"])
         depth, two_q = stats(natives)
         return _Compiled(
-            natives, measured, rigetti_natives([op for op in logical if op.name != "measure"]), layout, depth, two_q,
+            natives, rigetti_natives([op for op in logical if op.name != "measure"]), layout, depth, two_q,
             circuit_duration_s(natives, self.spec.calibration) + READOUT_NS * 1e-9,
             success_probability(natives, self.spec.calibration, measured))
 
@@ -227,7 +227,6 @@ class _Compiled(NamedTuple):
     """A circuit compiled for the device, and what its assessment needs that does not depend on the shots."""
 
     natives: list[Op]  # on physical qubits
-    measured: dict[int, int]  # clbit -> physical qubit
     logical_natives: list[Op]  # on logical qubits (what the simulation runs)
     layout: dict[int, int]  # final logical -> physical qubit
     depth: int
