@@ -212,10 +212,13 @@ def test_a_job_submitted_while_a_worker_is_idle_is_handed_to_it_claimed_in_the_i
     async def scenario():
         engine = Engine(store, QuickDevice(), aggregator=None, workers=2, lease_s=30)
         engine.start()
-        await asyncio.sleep(0.1)  # both workers idle
         try:
             jobs = []
             for _ in range(5):
+                # A worker that ended a job looks in the queue once before it sleeps; while both workers look,
+                # a new job is queued and claimed, as it should be. Each job here comes when both sleep.
+                while engine._idle < 2:
+                    await asyncio.sleep(0.01)
                 job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
                 jobs.append(await engine.wait(job.job_id, 10))
             return jobs
