@@ -111,6 +111,9 @@ class Engine:
         self._idle = 0
         self._handed: collections.deque[tuple[float, Job]] = collections.deque()
         self._reserved = 0
+        #: A job may wait in the queue: one was queued, handed back or claimed since a worker last found the
+        #: queue empty. A worker that ends a job looks in the store only then (one transaction per job fewer).
+        self._queue_may_hold = True
         self._notified = notified
         self._on_job = on_job or (lambda job_id, status, backend, age_s: None)
 
@@ -175,7 +178,9 @@ class Engine:
             self._on_job(stored.job_id, QUEUED, "", 0.0)
             if hand:
                 self._handed.append((time.monotonic(), dataclasses.replace(stored, status=RUNNING)))
-            self._wake_one()
+                self._wake_one()
+            else:
+                self._queued()
         return stored
 
     async def submit_batch(self, owner: str, circuits: list[dict], *, request_id: str = "",
@@ -268,6 +273,11 @@ class Engine:
                 sleeper.set_result(None)
                 return
 
+    def _queued(self) -> None:
+        """A job may be waiting in the queue: a worker that ends its job looks, and an idle one is woken."""
+        self._queue_may_hold = True
+        self._wake_one()
+
     def _wake_all(self) -> None:
         while self._sleepers:
             self._wake_one()
@@ -293,7 +303,7 @@ class Engine:
         if topic != "job_updates":
             return
         if status == QUEUED and not self._runs_here(job_id):
-            self._wake_one()
+            self._queued()
         if status in TERMINAL:
             self._changed(job_id)
 
@@ -337,22 +347,28 @@ class Engine:
 
     async def _worker_loop(self, index: int) -> None:
         """Claims and runs jobs until the engine stops. Never ends on an error: it logs and goes on (the
-        job's lease protects the job meanwhile)."""
+        job's lease protects the job meanwhile). A woken worker looks in the store; one that ended a job looks
+        only if a job may be queued (see _queue_may_hold): an expired lease is found by the idle looks."""
+        look = True
         while not self._stopping:
             try:
                 job = await self._handed_job()
                 handed = job is not None
-                if not handed:
+                if not handed and (look or self._queue_may_hold):
+                    self._queue_may_hold = False  # before the claim: a job queued meanwhile sets it again
                     job = await asyncio.to_thread(self.store.claim, self.worker_id, self._lease_s)
             except Exception:  # the store is down: keep trying, jobs wait safely in it
                 log.exception("claim failed worker=%s", self.worker_id)
+                self._queue_may_hold = look = True
                 await asyncio.sleep(1.0)
                 continue
             if job is None:
                 await self._sleep()
+                look = True
                 continue
+            look = False
             if not handed:
-                self._wake_one()  # the queue had this one: there may be more, let one more idle worker look
+                self._queued()  # the queue had this one: there may be more, let one more idle worker look
             try:
                 await self._run_claimed(job, fresh=handed or not job.claimed_before)
             except asyncio.CancelledError:
@@ -380,6 +396,7 @@ class Engine:
             if time.monotonic() - handed_at < self._lease_s / 2:
                 return job
             await asyncio.to_thread(self.store.release, job.job_id, self.worker_id)
+            self._queue_may_hold = True
         return None
 
     async def _run_claimed(self, job: Job, *, fresh: bool = False) -> None:
@@ -447,7 +464,7 @@ class Engine:
         while not self._stopping:
             try:
                 await asyncio.to_thread(self.store.release, job_id, self.worker_id)
-                self._wake_one()
+                self._queued()
                 return
             except Exception:  # still down; the lease lapses meanwhile, which is as good
                 await asyncio.sleep(self.RECORD_BACKOFF_S[min(attempt, len(self.RECORD_BACKOFF_S) - 1)])

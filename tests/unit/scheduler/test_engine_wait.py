@@ -194,12 +194,14 @@ def test_a_task_that_ends_within_its_submission_is_neither_polled_nor_recorded_a
 
 
 class ClaimCounting(JobStore):
-    """A real store counting the claims that found a job (the hand-off skips them)."""
+    """A real store counting its claim transactions, and those that found a job (the hand-off skips them)."""
 
+    looked = 0
     found = 0
 
     def claim(self, worker, lease_s):
         job = super().claim(worker, lease_s)
+        self.looked += 1
         self.found += job is not None
         return job
 
@@ -231,6 +233,53 @@ def test_a_job_submitted_while_a_worker_is_idle_is_handed_to_it_claimed_in_the_i
     for job in jobs:
         statuses = [e.status for e in store.events.since(0, 1000) if e.job_id == job.job_id]
         assert statuses == ["queued", "running", "completed"], statuses
+
+
+def test_a_worker_that_ends_a_handed_job_does_not_look_in_an_empty_queue(tmp_path, monkeypatch):
+    """One job at a time, each handed to an idle worker by its insert: nothing was queued, so the worker that
+    ended it goes back to sleep without a claim transaction (there was one per job)."""
+    monkeypatch.setattr(engine_module, "IDLE_POLL_S", 30.0)  # no idle looks during the test
+    store = ClaimCounting(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=2, lease_s=30)
+        engine.start()
+        try:
+            while engine._idle < 2:
+                await asyncio.sleep(0.01)
+            first_looks = store.looked
+            for _ in range(10):
+                job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+                assert (await engine.wait(job.job_id, 10)).status == COMPLETED
+                while engine._idle < 2:
+                    await asyncio.sleep(0.01)
+            return first_looks
+        finally:
+            await engine.stop(grace=1)
+
+    first_looks = asyncio.run(scenario())
+    assert first_looks == 2  # each worker looked once when it started
+    assert store.looked == first_looks
+
+
+def test_a_backlog_drains_without_waiting_for_the_idle_looks(tmp_path, monkeypatch):
+    """Jobs queued while every worker is busy: each worker that ends a job claims the next one at once, until
+    the queue is empty."""
+    monkeypatch.setattr(engine_module, "IDLE_POLL_S", 30.0)
+    store = ClaimCounting(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, SlowDevice(0.05), aggregator=None, workers=2, lease_s=30)
+        engine.start()
+        try:
+            jobs = [await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10)) for _ in range(12)]
+            return await asyncio.gather(*(engine.wait(job.job_id, 5) for job in jobs))
+        finally:
+            await engine.stop(grace=1)
+
+    jobs = asyncio.run(scenario())
+    assert [job.status for job in jobs] == [COMPLETED] * 12
+    assert store.found >= 10  # at most the two idle workers were handed a job; the rest came from the queue
 
 
 def test_a_handed_job_no_worker_took_in_time_goes_back_to_the_queue_and_runs_once(tmp_path):
