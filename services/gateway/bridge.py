@@ -144,8 +144,10 @@ class Fanout:
 
 class Bridge:
     def __init__(self, keys: ApiKeyStore, events: ev_grpc.JobEventsServiceStub, max_buffer: int = MAX_BUFFER,
-                 start_at: Callable[[], int] | None = None) -> None:
+                 start_at: Callable[[], int] | None = None, on_slow: Callable[[], None] = lambda: None) -> None:
+        """`on_slow` is called each time a client is found too slow, before it is hung up on."""
         self._max_buffer = max_buffer
+        self._on_slow = on_slow
         self._keys = keys
         self._events = events
         self.fanout = Fanout(events, start_at)
@@ -192,21 +194,24 @@ class Bridge:
                     task.result()
             if too_slow in done:  # the sender may be stuck on a full socket: hang up from here
                 self.fanout.subscribers.discard(subscriber)
+                self._on_slow()
                 await self._hang_up_on_slow(ws)
         finally:
             self.fanout.subscribers.discard(subscriber)
 
     @staticmethod
     async def _hang_up_on_slow(ws: ServerConnection) -> None:
-        """Close with 4009; a client that reads nothing at all never takes the close frame: then drop it."""
+        """Close with 4009; a client that reads nothing at all never takes the close frame: then drop it (here
+        after SLOW_CLOSE_TIMEOUT_S, or by websockets after its close timeout if that is shorter)."""
         try:
             await asyncio.wait_for(ws.close(CLOSE_SLOW_CONSUMER, "too slow: reconnect with since=<last event_id>"),
                                    SLOW_CLOSE_TIMEOUT_S)
-            log.info("closed a slow consumer with %d", CLOSE_SLOW_CONSUMER)
         except TimeoutError:
             ws.transport.abort()
-            log.info("dropped a slow consumer that did not take the %d close in %d s", CLOSE_SLOW_CONSUMER,
-                     SLOW_CLOSE_TIMEOUT_S)
+        if ws.protocol.close_rcvd is not None:  # the client answered the close frame: it took it
+            log.info("closed a slow consumer with %d", CLOSE_SLOW_CONSUMER)
+        else:
+            log.info("dropped a slow consumer that did not answer the %d close", CLOSE_SLOW_CONSUMER)
 
     async def _replay(self, ws: ServerConnection, subscriber: _Subscriber, since: int) -> int:
         """Sends the stored events after `since`; returns the last event id sent or scanned."""

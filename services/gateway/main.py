@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from prometheus_client import Gauge, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 from qnet.scheduler.v1 import job_events_service_pb2_grpc as ev_grpc
 from websockets.asyncio.server import serve
 from websockets.http11 import Response
@@ -21,6 +21,7 @@ from services.gateway.bridge import Bridge
 from services.gateway.static import StaticFiles, hook
 
 CONNECTIONS = Gauge("qnet_gateway_websocket_connections", "Open WebSocket connections")
+SLOW_CONSUMERS = Counter("qnet_gateway_slow_consumers", "Clients hung up on (4009) for falling behind their buffer")
 
 
 #: Set when the bridge starts draining: /healthz answers 503 so that Envoy routes new clients elsewhere.
@@ -40,7 +41,8 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     instance_id = Registry.new_instance_id("gateway")
     events = channel(settings.scheduler_addr, settings.service_key)
     log = await asyncio.to_thread(EventLog, db)
-    bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer, start_at=log.last_id)
+    bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer, start_at=log.last_id,
+                    on_slow=SLOW_CONSUMERS.inc)
     bridge.fanout.start()
     CONNECTIONS.set_function(lambda: len(bridge.connections))
     metrics, _ = start_http_server(settings.metrics_port, addr=settings.host)
