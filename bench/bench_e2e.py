@@ -211,6 +211,22 @@ def rss_mib(mesh: RunningMesh) -> dict[str, float]:
     return found
 
 
+def cpu_s(found: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU seconds (user and system) each process has used so far."""
+    seconds = {}
+    for name, process in found.items():
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            seconds[name] = times.user + times.system
+    return seconds
+
+
+def cpu_ms_per_request(before: dict[str, float], after: dict[str, float], ok: int) -> dict[str, float]:
+    """Each process's CPU milliseconds per successful request between the two readings (where it used any)."""
+    return {name: round((after[name] - before[name]) * 1000 / max(1, ok), 2) for name in before
+            if name in after and after[name] > before[name]}
+
+
 def wait_idle(mesh: RunningMesh, timeout_s: float) -> float:
     """Seconds until no job is queued or running (the last run's backlog), at most `timeout_s`."""
     started = time.monotonic()
@@ -271,14 +287,17 @@ def shown_load(result: loadgen.Load, unit: str = "req/s") -> str:
 def sweep(mesh: RunningMesh, params: Params, store: str, profile: str | None) -> list[dict]:
     """Blocking POST /execute at each concurrency level, per device: latency percentiles and jobs per second."""
     points = []
+    services = processes(mesh)
     for connections in params.levels:  # both devices at one level, then the next: concurrency 1 comes first
         for device in SDK_OF:
             wait_idle(mesh, params.drain_s)
             row = "throughput" if device == "local_simulator" and connections == THROUGHPUT_CLIENTS else ""
+            before = cpu_s(services)
             with profiled(mesh, profile if row else None, row, params.level_s):
                 result = load(mesh, "/execute", method="POST", body=execute_body([device]),
                               connections=connections, seconds=params.level_s)
-            points.append({"store": store, "device": device, **result.as_dict()})
+            points.append({"store": store, "device": device, **result.as_dict(),
+                           "cpu_ms_per_job": cpu_ms_per_request(before, cpu_s(services), result.ok)})
             print(f"  {device} c={connections}: {result.ok_per_s:.1f} jobs/s p50 {result.p50_ms:.1f} ms "
                   f"p99 {result.p99_ms:.1f} ms {result.codes}", flush=True)
     return points
@@ -564,6 +583,14 @@ def markdown(report: dict) -> str:
         bad = sum(n for code, n in p["codes"].items() if code != "200") + p["failures"]
         lines.append(f"| {p['store']} | {p['device']} | {p['connections']} | {p['ok_per_s']:.1f} |"
                      f" {p['p50_ms']:.1f} ms | {p['p90_ms']:.1f} ms | {p['p99_ms']:.1f} ms | {bad} |")
+    names = list(dict.fromkeys(n for p in report["sweep"] for n in p.get("cpu_ms_per_job", {})))
+    lines += ["", "CPU milliseconds per completed job, by process (the load client's not included; py-spy, when it"
+              " ran, adds to the profiled service's):", "",
+              "| store | device | connections | " + " | ".join(names) + " |", "|---" * (3 + len(names)) + "|"]
+    for p in sorted(report["sweep"], key=lambda p: (stores.index(p["store"]), p["device"], p["connections"])):
+        cpu = p.get("cpu_ms_per_job", {})
+        lines.append(f"| {p['store']} | {p['device']} | {p['connections']} | "
+                     + " | ".join(f"{cpu[n]:.2f}" if n in cpu else "-" for n in names) + " |")
     lines += ["", "In-process, one call after another (measured while that store's mesh ran idle):", "",
               "| store | call | p50 | p99 | calls/s |", "|---|---|---|---|---|"]
     for store, calls in report["in_process"].items():
