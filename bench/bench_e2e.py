@@ -52,9 +52,8 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from qnet_common.db import Database  # noqa: E402
 from qnet_common.pgserver import Server  # noqa: E402
-from services.backends.adapters.registry import DEVICE_IDS, build_devices, provider_of  # noqa: E402
+from services.backends.adapters.registry import DEVICE_IDS, PROVIDERS, build_devices, provider_of  # noqa: E402
 from services.backends.domain.qasm import parse  # noqa: E402
-from services.mesh import PROVIDERS  # noqa: E402
 from tests.e2e.conftest import DEV_KEY, RunningMesh, start_mesh, stop_mesh  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

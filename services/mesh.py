@@ -40,7 +40,7 @@ from qnet_common.envoy_config import render_config
 from qnet_common.envoy_process import EnvoyProcess, die_with_parent
 from qnet_common.keys import ApiKeyStore
 from qnet_common.settings import DEFAULT_PORTS, LauncherSettings, SettingsError
-from services.backends.adapters.registry import devices_of
+from services.backends.adapters.registry import PROVIDERS, devices_of
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 READY = re.compile(r"QNET_READY service=(\S+) (grpc|http)=(\S+) metrics=(\S+)")
@@ -69,10 +69,9 @@ class Role:
 
 
 POOL_3 = ("QNET_DB_POOL_SIZE", "3")
-#: Every topology runs one backends adapter service per provider (the devices of one adapter module), so that one
-#: provider's emulations never wait for another's on one interpreter: strategy `all` runs its backends side by
-#: side (1.15x the slowest backend alone, against 1.63x with every device in one process).
-PROVIDERS = ("ibm", "ionq", "rigetti", "local")
+#: Every topology runs one backends adapter service per provider (registry.PROVIDERS: the devices of one adapter
+#: module), so that one provider's emulations never wait for another's on one interpreter: strategy `all` runs its
+#: backends side by side (1.15x the slowest backend alone, against 1.63x with every device in one process).
 #: make run's adapter services: the first on the backends' default ports (QNET_BACKENDS_ADDR's default reaches
 #: it), the others on the ports after the other services'.
 SINGLE_ADAPTER_PORTS = {"ibm": DEFAULT_PORTS["backends"], "ionq": (50055, 9106), "rigetti": (50056, 9107),

@@ -18,10 +18,12 @@ ADAPTERS = {
     "rigetti_aspen": "services.backends.adapters.rigetti",
 }
 DEVICE_IDS = tuple(ADAPTERS)
+#: The providers, each one adapter module (ibm, ionq, rigetti, local), in the order their devices are listed.
+PROVIDERS = tuple(dict.fromkeys(module.rpartition(".")[2] for module in ADAPTERS.values()))
 
 
 def provider_of(device_id: str) -> str:
-    """The provider whose adapter builds the device: its adapter module's name (ibm, ionq, rigetti, local)."""
+    """The provider whose adapter builds the device: its adapter module's name (see PROVIDERS)."""
     return ADAPTERS[device_id].rpartition(".")[2]
 
 
