@@ -69,10 +69,11 @@ class Role:
 
 
 POOL_3 = ("QNET_DB_POOL_SIZE", "3")
-#: Every topology runs one backends adapter service per provider (registry.PROVIDERS: the devices of one adapter
-#: module), so that one provider's emulations never wait for another's on one interpreter: strategy `all` runs its
-#: backends side by side (1.15x the slowest backend alone, against 1.63x with every device in one process).
-#: make run's adapter services: the first on the backends' default ports (QNET_BACKENDS_ADDR's default reaches
+# Every topology runs one backends adapter service per provider (registry.PROVIDERS: the devices of one adapter
+# module), so that one provider's emulations never wait for another's on one interpreter: strategy `all` runs its
+# backends side by side (1.15x the slowest backend alone, against 1.63x with every device in one process).
+
+#: make run's adapter services: ibm's on the backends' default ports (QNET_BACKENDS_ADDR's default reaches
 #: it), the others on the ports after the other services'.
 SINGLE_ADAPTER_PORTS = {"ibm": DEFAULT_PORTS["backends"], "ionq": (50055, 9106), "rigetti": (50056, 9107),
                         "local": (50057, 9108)}
