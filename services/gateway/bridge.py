@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,9 @@ SLOW_CLOSE_TIMEOUT_S = 5.0
 #: A live client with less than this waiting in its connection's write buffer (the websockets default
 #: high-water mark), and nothing queued, gets an event written at once; others get it through their queue.
 DIRECT_WRITE_LIMIT = 32 * 1024
+#: With no subscriber for this long, the bridge closes its stream of events at the next event (each event costs
+#: the scheduler and the bridge CPU, for nobody); the next subscriber opens it again from the log's end.
+IDLE_STREAM_S = 5.0
 
 
 def message_of(event: ev.WatchEventsResponse) -> dict:
@@ -93,17 +97,22 @@ class _Subscriber:
 
 
 class Fanout:
-    """The bridge's one live stream of events from the scheduler, offered to every subscriber."""
+    """The bridge's one live stream of events from the scheduler, offered to every subscriber. It is open only
+    while someone subscribes (and IDLE_STREAM_S after the last one left)."""
 
     def __init__(self, events: ev_grpc.JobEventsServiceStub, start_at: Callable[[], int] | None = None) -> None:
-        """`start_at` (blocking) gives the event log's last id when the bridge starts: the stream begins there,
-        so a stream that breaks before its first event resumes from that point instead of "from now on" (which
-        would lose what happened in between, for every client of this bridge)."""
+        """`start_at` (blocking) gives the event log's last id: the stream opens there when a first subscriber
+        joins, so a stream that breaks before its first event resumes from that point instead of "from now on"
+        (which would lose what happened in between, for every client of this bridge)."""
         self._events = events
         self._start_at = start_at
         self.subscribers: set[_Subscriber] = set()
         self._cursor = 0
         self._task: asyncio.Task | None = None
+        #: Set while the stream is open or opening; cleared when it closes for want of subscribers.
+        self._open = asyncio.Event()
+        self._opening = asyncio.Lock()
+        self._alone_since = time.monotonic()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow())
@@ -113,33 +122,60 @@ class Fanout:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _follow(self) -> None:
+    async def join(self, subscriber: _Subscriber) -> None:
+        """Adds a subscriber; every event committed after this returns reaches it (a closed stream reopens from
+        the log's end, read here)."""
+        self.subscribers.add(subscriber)
+        async with self._opening:
+            if not self._open.is_set():
+                self._cursor = await self._log_end()
+                self._open.set()
+
+    def leave(self, subscriber: _Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+        if not self.subscribers:
+            self._alone_since = time.monotonic()
+
+    async def _log_end(self) -> int:
+        """The log's last id, retried while the database is down, as the bridge's clients wait for it; 0 ("from
+        now on") without a log to read."""
         while self._start_at is not None:
             try:
-                self._cursor = await asyncio.to_thread(self._start_at)
-                break
-            except Exception:  # the database is down: the bridge waits for it, as its clients do
+                return await asyncio.to_thread(self._start_at)
+            except Exception:
                 log.warning("reading the event log's last id failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
+        return 0
+
+    async def _follow(self) -> None:
         while True:
+            await self._open.wait()
             request = ev.WatchEventsRequest(since_event_id=self._cursor)  # 0: from now on; else resume
+            call = self._events.WatchEvents(request)
             try:
-                async for event in self._events.WatchEvents(request):
+                async for event in call:
                     self._cursor = event.event_id
-                    text, direct = "", []
-                    for subscriber in list(self.subscribers):
-                        if subscriber.wants(event) and event.event_id > subscriber.last:
-                            text = text or json.dumps(message_of(event))
-                            if subscriber.direct():
-                                subscriber.last = event.event_id
-                                direct.append(subscriber.live)
-                            else:
-                                subscriber.offer(event.event_id, text)
-                    if direct:  # one frame written to every client that keeps up, no task or queue per client
-                        broadcast(direct, text)
+                    if not self.subscribers and time.monotonic() - self._alone_since >= IDLE_STREAM_S:
+                        self._open.clear()  # the next subscriber reopens it, from the log's end then
+                        call.cancel()
+                        break
+                    self._offer(event)
             except grpc.aio.AioRpcError as error:
                 log.warning("event stream broke code=%s; resuming after event %d", error.code().name, self._cursor)
                 await asyncio.sleep(0.5)
+
+    def _offer(self, event: ev.WatchEventsResponse) -> None:
+        text, direct = "", []
+        for subscriber in list(self.subscribers):
+            if subscriber.wants(event) and event.event_id > subscriber.last:
+                text = text or json.dumps(message_of(event))
+                if subscriber.direct():
+                    subscriber.last = event.event_id
+                    direct.append(subscriber.live)
+                else:
+                    subscriber.offer(event.event_id, text)
+        if direct:  # one frame written to every client that keeps up, no task or queue per client
+            broadcast(direct, text)
 
 
 class Bridge:
@@ -177,7 +213,7 @@ class Bridge:
         if key_id == "":
             return  # closed for a bad key
         subscriber = _Subscriber(key_id, topics, self._max_buffer)
-        self.fanout.subscribers.add(subscriber)  # before the replay: nothing falls between the two
+        await self.fanout.join(subscriber)  # before the replay: nothing falls between the two
         try:
             await ws.send(json.dumps({"type": "subscribed", "topics": sorted(topics), "since": since}))
             if since:
@@ -193,11 +229,11 @@ class Bridge:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     task.result()
             if too_slow in done:  # the sender may be stuck on a full socket: hang up from here
-                self.fanout.subscribers.discard(subscriber)
+                self.fanout.leave(subscriber)
                 self._on_slow()
                 await self._hang_up_on_slow(ws)
         finally:
-            self.fanout.subscribers.discard(subscriber)
+            self.fanout.leave(subscriber)
 
     @staticmethod
     async def _hang_up_on_slow(ws: ServerConnection) -> None:
