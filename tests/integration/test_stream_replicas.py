@@ -114,9 +114,7 @@ async def test_a_client_reconnecting_to_a_restarted_bridge_with_since_misses_not
 def test_a_client_that_never_answers_pings_is_dropped(cluster):
     host, port = cluster["bridges"][0].address.split(":")
     with socket.create_connection((host, int(port)), timeout=10) as raw:
-        key = base64.b64encode(os.urandom(16)).decode()
-        raw.sendall((f"GET /api/v2/network/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        upgrade(raw, host)
         assert raw.recv(4096).startswith(b"HTTP/1.1 101")
         opcodes = []
         raw.settimeout(10)
@@ -146,15 +144,20 @@ def stream_socket(address: str, key: str) -> tuple[socket.socket, bytearray]:
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.settimeout(30)
     raw.connect((host, int(port)))
-    raw.sendall((f"GET /api/v2/network/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    upgrade(raw, host)
     received = bytearray(raw.recv(4096))
     assert received.startswith(b"HTTP/1.1 101")
     send_frame(raw, 0x1, json.dumps({"api_key": key, "subscribe": ["backend_status"]}).encode())
     while b"subscribed" not in received:
         received += raw.recv(4096)
     return raw, received[received.index(b"\r\n\r\n") + 4:]
+
+
+def upgrade(raw: socket.socket, host: str) -> None:
+    """Sends the WebSocket upgrade request for the stream (the answer is the caller's to read)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall((f"GET /api/v2/network/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
 
 
 def send_frame(raw: socket.socket, opcode: int, payload: bytes) -> None:

@@ -217,8 +217,8 @@ def test_a_job_submitted_while_a_worker_is_idle_is_handed_to_it_claimed_in_the_i
         try:
             jobs = []
             for _ in range(5):
-                # A worker that ended a job looks in the queue once before it sleeps; while both workers look,
-                # a new job is queued and claimed, as it should be. Each job here comes when both sleep.
+                # A worker is idle only once it sleeps; a job that comes while both are busy (running, or looking
+                # in the queue) is queued and claimed, as it should be. Each job here comes when both sleep.
                 while engine._idle < 2:
                     await asyncio.sleep(0.01)
                 job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
