@@ -25,6 +25,7 @@ from qnet.backends.v1 import device_service_pb2_grpc as ds_grpc
 
 from qnet_common import errors
 from qnet_common.coalesce import Coalesced
+from qnet_common.device_status import StatusStore
 from qnet_common.grpcclient import channel, to_qnet_error
 from qnet_common.registry import LEASE_S, Instance, Registry
 
@@ -56,8 +57,9 @@ class _Replica:
 
 
 class DeviceRouter:
-    def __init__(self, registry: Registry, service_key: str) -> None:
+    def __init__(self, registry: Registry, service_key: str, statuses: StatusStore | None = None) -> None:
         self._registry = registry
+        self._stored = Coalesced(lambda: asyncio.to_thread(statuses.load)) if statuses is not None else None
         self._service_key = service_key
         self._replicas: dict[str, _Replica] = {}
         self._instances: list[Instance] = []
@@ -158,6 +160,24 @@ class DeviceRouter:
         if not fresh and self._listed and time.monotonic() - self._listed[0] < LIST_TTL_S:
             return self._listed[1]
         return await self._listings[fresh].get()
+
+    async def devices_as_stored(self) -> list[backends_pb2.Backend]:
+        """The devices within LIST_TTL_S (descriptions, queues, which replicas answer), each served one with its
+        status as the shared store has it when the call began or later: an operator's change made before the
+        call is in the answer, without asking every replica (a status page's read). While the store cannot be
+        read, the statuses the replicas last read stand; without a status store, a fresh listing."""
+        if self._stored is None:
+            return await self.list_devices(fresh=True)
+        devices, stored = await asyncio.gather(self.list_devices(), self._stored_statuses())
+        # A device no replica answered for is listed bare (no qubits) and offline, whatever is stored for it.
+        return [_with_status(d, stored[d.id]) if d.num_qubits and stored.get(d.id, d.status) != d.status else d
+                for d in devices]
+
+    async def _stored_statuses(self) -> dict[str, str]:
+        try:
+            return await self._stored.get()
+        except errors.Unavailable:
+            return {}
 
     async def _list_devices(self, fresh: bool) -> list[backends_pb2.Backend]:
         now = time.monotonic()
@@ -301,3 +321,10 @@ class DeviceRouter:
     async def close(self) -> None:
         for replica in self._replicas.values():
             await replica.channel.close()
+
+
+def _with_status(device: backends_pb2.Backend, status: str) -> backends_pb2.Backend:
+    changed = backends_pb2.Backend()
+    changed.CopyFrom(device)
+    changed.status = status
+    return changed

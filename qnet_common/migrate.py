@@ -31,13 +31,12 @@ RETRY_S = 2.0
 
 def schemas() -> dict[str, Sequence[str]]:
     """Every SCHEMA of the code base, by the module that owns it (no table refers to another's)."""
-    from qnet_common import events, keys, registry
-    from services.backends.adapters import status_store
+    from qnet_common import device_status, events, keys, registry
     from services.scheduler.adapters import job_store
 
     return {
         module.__name__: module.SCHEMA
-        for module in (keys, registry, events, job_store, status_store)
+        for module in (keys, registry, events, job_store, device_status)
     }
 
 

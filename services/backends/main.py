@@ -14,11 +14,11 @@ from qnet.backends.v1 import (
 )
 
 from qnet_common.db import Database
+from qnet_common.device_status import StatusStore
 from qnet_common.grpcserver import serve
 from qnet_common.settings import BackendsSettings
 from services.backends import metrics
 from services.backends.adapters.registry import DEVICE_IDS, build_devices
-from services.backends.adapters.status_store import StatusStore
 from services.backends.api.servicers import BackendServicer, DeviceServicer
 from services.backends.domain.fleet import Fleet
 

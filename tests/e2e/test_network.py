@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 
+from qnet_common.device_router import LIST_TTL_S
 from tests.e2e.conftest import MAINTENANCE_DEVICE, ROOT
 from tests.e2e.test_slice import BELL
 
@@ -111,3 +115,31 @@ def test_an_operator_takes_a_backend_offline_and_everything_follows(mesh):
     # Once the operator's command returns, the very next job may use the backend again (no stale status).
     reply = mesh.request("POST", "/execute", {"qasm": BELL, "backends": ["ionq_simulator"], "shots": 10})
     assert reply.status == 200 and reply.body["data"]["backend"] == "ionq_simulator", reply.body
+
+
+def listings_answered(mesh) -> int:
+    """ListDevices calls the backends replicas have answered, from their own metrics."""
+    total = 0
+    for name, address in mesh.metrics.items():
+        if name == "backends" or name.startswith("backends-"):
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+                text = response.read().decode()
+            total += sum(float(v) for v in re.findall(
+                r'^qnet_grpc_server_handled_total\{[^}]*method="ListDevices"[^}]*\} (\S+)$', text, re.M))
+    return total
+
+
+def test_status_and_the_catalogue_do_not_ask_every_replica_on_every_request(mesh):
+    """Each GET /status or /backends used to list the devices of every backends replica (one ListDevices per
+    replica per request, the bulk of a status request's cost); the listing is now shared for LIST_TTL_S, with
+    the statuses read as stored at each request (an operator's change shows at once: the test above)."""
+    replicas = sum(1 for name in mesh.metrics if name == "backends" or name.startswith("backends-"))
+    before = listings_answered(mesh)
+    started = time.monotonic()
+    for _ in range(40):
+        assert mesh.request("GET", "/status").status == 200
+        assert mesh.request("GET", "/backends").status == 200
+    elapsed = time.monotonic() - started
+    # Schedulers list too (every LIST_TTL_S at most while they run jobs); none run here.
+    listings = (listings_answered(mesh) - before) / replicas
+    assert listings <= elapsed / LIST_TTL_S + 2, f"{listings:.0f} listings per replica for 80 requests"

@@ -9,6 +9,7 @@ execution), and the catalogue reports a dead replica's devices as offline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -19,6 +20,7 @@ import pytest
 from qnet.backends.v1 import backend_service_pb2 as bs
 from qnet.backends.v1 import backend_service_pb2_grpc as bs_grpc
 
+from qnet_common import errors
 from qnet_common.db import Database
 from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import LEASE_S
@@ -288,3 +290,58 @@ async def test_a_replica_whose_registration_lapsed_in_a_database_outage_still_se
         assert devices == {"ionq_simulator": "online"}
     finally:
         backends.terminate()
+
+
+async def test_a_status_page_sees_a_stored_status_at_once_without_asking_the_replicas(tmp_path, sqlite_url, mesh_env):
+    """The network's listing for /status and /backends: descriptions and queues shared for LIST_TTL_S, each
+    status as stored when the request came. While the store cannot be read, the statuses the replicas last
+    listed stand; a device whose every replica is gone stays offline whatever is stored."""
+    from qnet_common.device_router import DeviceRouter
+    from qnet_common.device_status import StatusStore
+    from qnet_common.registry import Registry
+
+    class Unreadable(StatusStore):
+        def load(self) -> dict[str, str]:
+            raise errors.Unavailable("the database is unreachable")
+
+    backends = procs.start("services.backends.main", "backends", tmp_path,
+                           mesh_env(sqlite_url, QNET_DEVICES="ionq_simulator"))
+    db = Database(sqlite_url)
+    statuses = StatusStore(db)
+    router = DeviceRouter(Registry(db), SERVICE_KEY, statuses)
+    cut_off = DeviceRouter(Registry(db), SERVICE_KEY, Unreadable(db))
+    try:
+        wait_for(lambda: [i for i in Registry(db).instances() if i.service == "backends"], 10, "no registration")
+        assert {d.id: d.status for d in await router.devices_as_stored()} == {"ionq_simulator": "online"}
+        answered = listings(backends)
+        statuses.save("ionq_simulator", "maintenance")
+        for _ in range(5):
+            assert {d.id: d.status for d in await router.devices_as_stored()} == {"ionq_simulator": "maintenance"}
+        assert listings(backends) == answered, "a read asked the replica again within LIST_TTL_S"
+        # The replica lists what it last read from the store (within STATUS_TTL_S).
+        await eventually(lambda: cut_off.list_devices(fresh=True), lambda d: d[0].status == "maintenance",
+                         "the replica never read the stored status")
+        assert {d.id: d.status for d in await cut_off.devices_as_stored()} == {"ionq_simulator": "maintenance"}
+        backends.terminate()
+        await eventually(lambda: router.list_devices(fresh=True), lambda d: d[0].num_qubits == 0, "still listed")
+        statuses.save("ionq_simulator", "online")
+        assert {d.id: d.status for d in await router.devices_as_stored()} == {"ionq_simulator": "offline"}
+    finally:
+        await router.close()
+        await cut_off.close()
+        backends.terminate()
+
+
+async def eventually(read, condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition(await read()):
+        assert time.monotonic() < deadline, f"{what} (waited {timeout}s)"
+        await asyncio.sleep(0.05)
+
+
+def listings(service: procs.Service) -> int:
+    """ListDevices calls the replica has answered, from its own metrics."""
+    with urllib.request.urlopen(f"http://{service.metrics}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return int(sum(float(v) for v in re.findall(
+        r'^qnet_grpc_server_handled_total\{[^}]*method="ListDevices"[^}]*\} (\S+)$', text, re.M)))

@@ -6,9 +6,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from qnet_common.db import Database
+from qnet_common.device_status import StatusStore
 from qnet_common.events import EventLog
 from services.backends.adapters.registry import build_devices
-from services.backends.adapters.status_store import StatusStore
 from services.backends.domain.fleet import Fleet
 
 

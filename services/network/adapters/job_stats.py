@@ -34,14 +34,18 @@ class JobStats:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._found_jobs = False
 
     def _has_jobs(self) -> bool:
-        table = (
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
-            if self._db.dialect == "sqlite"
-            else "SELECT tablename AS name FROM pg_tables WHERE tablename = 'jobs'"
-        )
-        return bool(self._db.query(table))
+        """Whether the scheduler has created its table yet (once it has, the table stays: not asked again)."""
+        if not self._found_jobs:
+            table = (
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+                if self._db.dialect == "sqlite"
+                else "SELECT tablename AS name FROM pg_tables WHERE tablename = 'jobs'"
+            )
+            self._found_jobs = bool(self._db.query(table))
+        return self._found_jobs
 
     def active_jobs(self) -> int:
         if not self._has_jobs():

@@ -13,6 +13,7 @@ from qnet.scheduler.v1 import execution_service_pb2_grpc as ex_grpc
 
 from qnet_common.db import Database
 from qnet_common.device_router import DeviceRouter
+from qnet_common.device_status import StatusStore
 from qnet_common.grpcclient import channel, to_qnet_error
 from qnet_common.registry import Instance, Registry
 from qnet_common.settings import NetworkSettings
@@ -35,14 +36,15 @@ class MeshView:
         self._db = Database.shared(settings.db_url)
         self.stats = JobStats(self._db)
         self.registry = Registry(self._db)
-        self.router = DeviceRouter(self.registry, settings.service_key)
+        self.router = DeviceRouter(self.registry, settings.service_key, StatusStore(self._db))
         self._scheduler_channel = channel(settings.scheduler_addr, settings.service_key)
         self._scheduler = ex_grpc.ExecutionServiceStub(self._scheduler_channel)
         self._health_channels: dict[str, grpc.aio.Channel] = {}
 
-    async def devices(self, *, fresh: bool = True) -> list:
-        """The devices as their replicas report them now (statuses and queues must not lag what users set)."""
-        return await self.router.list_devices(fresh=fresh)
+    async def devices(self) -> list:
+        """The devices, with their statuses as stored now: an operator's change is seen at once (descriptions and
+        queues as listed within LIST_TTL_S)."""
+        return await self.router.devices_as_stored()
 
     async def devices_or_empty(self) -> tuple[list, bool]:
         """The devices, and False when no backends replica can be reached (status shows an outage)."""

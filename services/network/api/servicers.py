@@ -114,11 +114,12 @@ class BackendCatalogueServicer(bs_grpc.BackendServiceServicer):
     backend's details from a replica that serves it (the adapters answer for their own devices only)."""
 
     def __init__(self, mesh: MeshView) -> None:
+        self._mesh = mesh
         self._router = mesh.router
 
     async def ListBackends(self, request, context):
         listed = []
-        for device in await self._router.list_devices(fresh=True):
+        for device in await self._mesh.devices():
             summary = bs_pb2.Backend()
             summary.CopyFrom(device)
             summary.ClearField("coupling_map")

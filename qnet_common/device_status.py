@@ -1,4 +1,5 @@
-"""Device statuses in the shared database, so an operator's change survives restarts and replicas."""
+"""Device statuses in the shared database: an operator's change, made through any backends replica, survives
+restarts and is read by every replica and by the device listings of the scheduler and the network service."""
 
 from __future__ import annotations
 
