@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import logging
 import signal
 import sys
@@ -376,6 +377,18 @@ async def _follow_database(service: str, health_servicer: health.aio.HealthServi
             await asyncio.wait_for(stopping.wait(), timeout=DATABASE_CHECK_S)
 
 
+def freeze_startup() -> int:
+    """Moves every object alive now (the modules, the SDKs, what the component built at start) out of the
+    garbage collector's reach, and returns how many there are.
+
+    A full collection walks every tracked object: in a backends process, 250,000 of them from Qiskit's and
+    Braket's modules, an 86 ms pause every few hundred tasks (the p99 of a 6 ms ionq_simulator run). What a
+    service builds at start lives as long as the process; each service calls this once it is built."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def use_pool(loop: asyncio.AbstractEventLoop, settings: Settings) -> None:
     """Blocking calls (the database's among them) run on db_pool_size threads: each thread keeps one database
     connection, so this bounds the process's connections."""
@@ -411,6 +424,7 @@ def serve(service: str, build: Callable[[S], Awaitable[Component]]) -> None:
     async def run(settings: S, stop_event: asyncio.Event) -> None:
         keys = await asyncio.to_thread(open_keys, settings)
         component = await build(settings)
+        freeze_startup()
         await run_service(service, component, settings, keys, stop_event)
 
     bootstrap(service, run)

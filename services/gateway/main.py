@@ -13,7 +13,7 @@ from websockets.http11 import Response
 from qnet_common.db import Database
 from qnet_common.events import EventLog
 from qnet_common.grpcclient import channel
-from qnet_common.grpcserver import bootstrap
+from qnet_common.grpcserver import bootstrap, freeze_startup
 from qnet_common.keys import ApiKeyStore
 from qnet_common.registry import Registry, keep_registered
 from qnet_common.settings import GatewaySettings
@@ -44,6 +44,7 @@ async def run(settings: GatewaySettings, stop: asyncio.Event) -> None:
     bridge = Bridge(keys, ev_grpc.JobEventsServiceStub(events), settings.ws_max_buffer, start_at=log.last_id,
                     on_slow=SLOW_CONSUMERS.inc)
     bridge.fanout.start()
+    freeze_startup()
     CONNECTIONS.set_function(lambda: len(bridge.connections))
     metrics, _ = start_http_server(settings.metrics_port, addr=settings.host)
     # The console and the OpenAPI document (services/gateway/static.py), then /healthz, then the stream.
