@@ -128,7 +128,8 @@ class EventHub:
     per watcher). A watcher starting at `since` first gets the missed events from the log, then live ones.
 
     On PostgreSQL the poller sleeps until an event is announced (LISTEN/NOTIFY), with a slow poll besides in
-    case a notification was lost; on SQLite (one machine, no notifications) it polls every POLL_S.
+    case a notification was lost, and reads nothing while no watcher follows the log here (`on_announce` has
+    every event); on SQLite (one machine, no notifications) it polls every POLL_S.
     """
 
     POLL_S = 0.02
@@ -152,6 +153,10 @@ class EventHub:
         self.on_event: Callable[[Event], None] = lambda event: None
         self._ending = False
         self._wake_here: Callable[[], None] = lambda: None
+        #: Reads skipped while nobody here followed the log and the database announced every event: the cursor
+        #: is behind, and the first watcher moves it to the log's end (under `_catching`) before it joins.
+        self._behind = False
+        self._catching = asyncio.Lock()
 
     async def start(self) -> None:
         self._cursor = await asyncio.to_thread(self.log.last_id)
@@ -185,12 +190,20 @@ class EventHub:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _poll(self) -> None:
-        idle = self.NOTIFIED_POLL_S if self._listener is not None and self._listener.active else self.POLL_S
+        announced = self._listener is not None and self._listener.active
+        idle = self.NOTIFIED_POLL_S if announced else self.POLL_S
         read_at = 0.0
         while True:
             await asyncio.sleep(max(0.0, read_at + self.MIN_GAP_S - time.monotonic()))
             self._nudge.clear()
             read_at = time.monotonic()
+            if announced and not self._watchers:
+                # Nobody here follows the log, and `on_announce` has every event from the database: reading it
+                # would only move the cursor (on PostgreSQL a query per commit, 200 a second under load).
+                self._behind = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), timeout=idle)
+                continue
             try:
                 batch = await asyncio.to_thread(self.log.since, self._cursor)
             except Exception:  # the database is briefly unreachable: keep the watchers, try again
@@ -212,7 +225,11 @@ class EventHub:
     async def watch(self, since: int | None = None) -> AsyncIterator[Event]:
         """Events after `since` (None: from now on), in order, without gaps or repeats."""
         watcher = _Watcher(asyncio.Queue(self.MAX_QUEUE))
-        self._watchers.add(watcher)
+        async with self._catching:
+            if self._behind:  # the poller reads nothing while nobody watches: from the log's end on
+                self._cursor = max(self._cursor, await asyncio.to_thread(self.log.last_id))
+                self._behind = False
+        self._watchers.add(watcher)  # no await since the catch-up: the poller reads on from the cursor
         try:
             last = self._cursor if since is None else since
             if since is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qnet.scheduler.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
@@ -52,9 +54,7 @@ class SchedulerComponent:
 
     async def start(self) -> None:
         # A status change made through any replica: the next choice of backends reads the devices afresh.
-        follow_announcements(self.hub, self.engine, self._db.dialect,
-                             on_event=lambda event: self._router.invalidate() if event.topic == "backend_status"
-                             else None)
+        follow_announcements(self.hub, self.engine, self._db.dialect, on_backend_status=self._router.invalidate)
         await self.hub.start()
         self.engine.start()
 
@@ -67,24 +67,26 @@ class SchedulerComponent:
         self._db.close()
 
 
-def follow_announcements(hub: EventHub, engine: Engine, dialect: str, on_event=lambda event: None) -> None:
-    """Hands the engine every job event any replica commits. PostgreSQL announces each one (NOTIFY, through
-    the hub to `on_announce`); on SQLite, which announces nothing, the hub's reads of the log bring them (every
-    EventHub.POLL_S, at once for this process's own commits). `on_event` also gets every event read."""
+def follow_announcements(hub: EventHub, engine: Engine, dialect: str,
+                         on_backend_status: Callable[[], None] = lambda: None) -> None:
+    """Hands the engine every job event any replica commits, and calls `on_backend_status` at each device status
+    change. PostgreSQL announces each event (NOTIFY "topic:status:job_id", through the hub to `on_announce`;
+    the hub then reads the log only for its watchers); on SQLite, which announces nothing, the hub's reads of
+    the log bring them (every EventHub.POLL_S, at once for this process's own commits)."""
+    def announced(topic: str, status: str, job_id: str) -> None:
+        if topic == "backend_status":
+            on_backend_status()
+        engine.announced(topic, status, job_id)
+
     if dialect == "postgresql":
-        def announced(payload: str) -> None:
+        def notified(payload: str) -> None:
             topic, _, rest = payload.partition(":")
             status, _, job_id = rest.partition(":")
-            engine.announced(topic, status, job_id)
+            announced(topic, status, job_id)
 
-        hub.on_announce = announced
-
-    def read(event) -> None:
-        on_event(event)
-        if dialect != "postgresql":
-            engine.announced(event.topic, event.status, event.job_id)
-
-    hub.on_event = read
+        hub.on_announce = notified
+    else:
+        hub.on_event = lambda event: announced(event.topic, event.status, event.job_id)
 
 
 async def build(settings: SchedulerSettings) -> SchedulerComponent:

@@ -4,6 +4,7 @@ even when a writer's transaction stays open after its event was inserted."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import random
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from qnet_common.db import Database
-from qnet_common.events import Event, EventLog
+from qnet_common.events import Event, EventHub, EventLog
 
 WRITERS, EVENTS_EACH = 3, 250
 
@@ -74,3 +75,62 @@ def test_an_event_is_one_statement_to_postgresql(postgres_server):
         db.close()
     assert len(sent) == 1, sent
     assert [(e.job_id, e.status) for e in events] == [("j1", "queued")]
+
+
+@pytest.mark.postgres
+async def test_a_hub_nobody_watches_reads_no_log_on_postgresql_and_a_watcher_misses_nothing(postgres_server):
+    """PostgreSQL announces every event (NOTIFY), and the scheduler takes its wake-ups from the announcements:
+    a hub that no watcher follows used to read the log at every commit all the same (up to 200 queries a second
+    under load, for nothing). It reads nothing now; a watcher that joins later starts at the log's end, or
+    replays from its `since`, and misses no event after it."""
+    with postgres_server.database() as url:
+        db = Database(url)
+        reads: list[int] = []
+
+        class CountedLog(EventLog):
+            def since(self, event_id: int, limit: int = 1000) -> list[Event]:
+                reads.append(event_id)
+                return super().since(event_id, limit)
+
+        log = CountedLog(db)
+        hub = EventHub(log)
+        announced: list[str] = []
+        hub.on_announce = announced.append
+        await hub.start()
+        try:
+            for k in range(20):
+                await asyncio.to_thread(log.append, Event(topic="job_updates", status="queued", job_id=f"idle{k}"))
+            await until(lambda: sum(p.endswith(":idle19") for p in announced) == 1)
+            await asyncio.sleep(3 * EventHub.MIN_GAP_S)
+            assert reads == [], "the hub read the log with nobody watching"
+            middle = log.last_id()
+
+            async def follow(since: int | None, into: list[str], ready: asyncio.Event) -> None:
+                stream = hub.watch(since).__aiter__()
+                ready.set()
+                async for event in stream:
+                    into.append(event.job_id)
+
+            live, replayed = [], []
+            live_ready, replay_ready = asyncio.Event(), asyncio.Event()
+            followers = [asyncio.create_task(follow(None, live, live_ready)),
+                         asyncio.create_task(follow(middle - 5, replayed, replay_ready))]
+            await asyncio.wait_for(asyncio.gather(live_ready.wait(), replay_ready.wait()), 5)
+            await asyncio.sleep(0.2)  # both have joined
+            for k in range(10):
+                await asyncio.to_thread(log.append, Event(topic="job_updates", status="queued", job_id=f"seen{k}"))
+            await until(lambda: len(live) >= 10 and len(replayed) >= 15)
+            for task in followers:
+                task.cancel()
+            assert live == [f"seen{k}" for k in range(10)]
+            assert replayed == [f"idle{k}" for k in range(15, 20)] + [f"seen{k}" for k in range(10)]
+        finally:
+            await hub.stop()
+            db.close()
+
+
+async def until(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "waited too long"
+        await asyncio.sleep(0.02)
