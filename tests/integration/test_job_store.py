@@ -240,3 +240,25 @@ def test_an_after_commit_callback_runs_once_after_the_commit_and_never_after_a_r
         tx.after_commit(seen)
         raise RuntimeError("rolled back")
     assert calls == ["committed"]
+
+
+def test_a_handed_job_is_two_transactions_of_three_statements_each(store, monkeypatch):
+    """A job submitted while a worker waits is inserted already claimed, and its outcome recorded by the update
+    that checks the lease: on PostgreSQL each statement is a round trip, and a job's statements were eight."""
+    from qnet_common.db import Tx
+
+    sent: list[str] = []
+    execute = Tx.execute
+    monkeypatch.setattr(Tx, "execute",
+                        lambda tx, sql, params=(): sent.append(sql.split()[0]) or execute(tx, sql, params))
+    job = _job()
+    stored, created = store.insert(job, claim_for=("w", 30))
+    inserted = list(sent)
+    store.finish(job.job_id, "w", Outcome(status=COMPLETED, backend="b", counts={"00": 1}))
+    finished = sent[len(inserted):]
+    assert created and store.get(job.job_id).status == COMPLETED
+    event = "WITH" if store.db.dialect == "postgresql" else "INSERT"  # the ordering lock comes first there
+    assert inserted == ["INSERT", event, event]
+    assert finished == ["UPDATE", "DELETE", event]
+    events = [(e.job_id, e.status) for e in store.events.since(0)]
+    assert events == [(job.job_id, "queued"), (job.job_id, "running"), (job.job_id, COMPLETED)]

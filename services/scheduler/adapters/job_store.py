@@ -159,13 +159,7 @@ class JobStore:
                     charge.check(used["shots"], used["cost"])
                     tx.execute("UPDATE usage SET shots = shots + ?, cost = cost + ? WHERE owner = ? AND day = ?",
                                (charge.shots, charge.cost, job.owner, charge.day))
-                self._insert(tx, job, request_id)
-                if claim_for is not None:
-                    worker, lease_s = claim_for
-                    now = time.time()
-                    tx.execute("UPDATE jobs SET status = ?, lease_owner = ?, lease_expires = ?, claims = claims + 1,"
-                               " started_at = ? WHERE job_id = ?", (RUNNING, worker, now + lease_s, now, job.job_id))
-                    self._event(tx, job.job_id, job.owner, RUNNING, None)
+                self._insert(tx, job, request_id, claim_for)
         except Exception as error:
             if not (request_id and self.db.is_unique_violation(error)):
                 raise
@@ -174,18 +168,29 @@ class JobStore:
             return _job(rows[0]), False
         return job, True
 
-    def _insert(self, tx: Tx, job: Job, request_id: str) -> None:
+    def _insert(self, tx: Tx, job: Job, request_id: str, claim_for: tuple[str, float] | None = None) -> None:
+        """Inserts the job as it stands, or with `claim_for` (worker, lease seconds) already claimed as `claim`
+        would leave it (one statement less than a claim after the insert); its events: its status, then
+        running when claimed."""
         outcome = job.outcome
+        status, lease_owner, lease_expires, claims, started_at = job.status, None, None, 0, None
+        if claim_for is not None:
+            worker, lease_s = claim_for
+            now = time.time()
+            status, lease_owner, lease_expires, claims, started_at = RUNNING, worker, now + lease_s, 1, now
         tx.execute(
             "INSERT INTO jobs (job_id, owner, status, request, request_id, batch_id, created_at, finished_at,"
-            " outcome, assessments, shots) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " outcome, assessments, shots, lease_owner, lease_expires, claims, started_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                job.job_id, job.owner, job.status, json.dumps(job.request.to_dict()), request_id, job.batch_id,
+                job.job_id, job.owner, status, json.dumps(job.request.to_dict()), request_id, job.batch_id,
                 job.created_at, job.finished_at, _outcome_to_json(outcome) if outcome else None,
-                json.dumps(job.assessments), job.request.shots,
+                json.dumps(job.assessments), job.request.shots, lease_owner, lease_expires, claims, started_at,
             ),
         )
         self._event(tx, job.job_id, job.owner, job.status, outcome)
+        if claim_for is not None:
+            self._event(tx, job.job_id, job.owner, RUNNING, None)
 
     def insert_batch(self, batch_id: str, owner: str, jobs: list[Job], request_id: str = "") -> tuple[str, bool]:
         """Stores a batch; with a request_id already used by this owner, returns that batch's id instead."""
@@ -277,15 +282,15 @@ class JobStore:
         else owns the job now."""
         now = time.time()
         with self.db.transaction() as tx:
-            row = tx.one("SELECT owner FROM jobs WHERE job_id = ? AND lease_owner = ? AND status = ?",
-                         (job_id, worker, RUNNING))
+            row = tx.one(
+                "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,"
+                " cost = ?, backend = ?, ran_by = ? WHERE job_id = ? AND lease_owner = ? AND status = ?"
+                " RETURNING owner",
+                (outcome.status, _outcome_to_json(outcome), now, outcome.cost, outcome.backend, worker, job_id,
+                 worker, RUNNING),
+            )
             if row is None:
                 return None
-            tx.execute(
-                "UPDATE jobs SET status = ?, outcome = ?, finished_at = ?, lease_owner = NULL, lease_expires = NULL,"
-                " cost = ?, backend = ?, ran_by = ? WHERE job_id = ?",
-                (outcome.status, _outcome_to_json(outcome), now, outcome.cost, outcome.backend, worker, job_id),
-            )
             tx.execute("DELETE FROM job_tasks WHERE job_id = ?", (job_id,))
             self._event(tx, job_id, row["owner"], outcome.status, outcome)
         return now
