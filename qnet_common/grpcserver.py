@@ -188,19 +188,29 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, service: str, authenticator: Authenticator | None) -> None:
         self._service = service
         self._auth = authenticator
+        #: The wrapped handler of each method, built at its first call (a method's handler never changes), and
+        #: each method's metric children: per call, only the call's own work.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._handled: dict[tuple[str, str], Any] = {}
+        self._seconds: dict[str, Any] = {}
 
     async def intercept_service(self, continuation, details):  # grpc's own signature
         handler = await continuation(details)
         if handler is None:
             return None
-        method = details.method
+        found = self._wrapped.get(details.method)
+        if found is None or found[0] is not handler:
+            found = self._wrapped[details.method] = (handler, self._wrap(details.method, handler))
+        return found[1]
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         is_open = method.startswith(OPEN_PREFIXES) or self._auth is None
-        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
         short = method.rsplit("/", 1)[-1]
         access = access_pb2.ACCESS_PUBLIC if is_open else declared_access(method)
 
         async def authenticate(context: grpc.aio.ServicerContext) -> None:
             if not is_open:
+                metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
                 caller = await self._auth.authenticate(metadata)
                 authorize(method, access, caller)
                 current_caller.set(caller)
@@ -270,8 +280,14 @@ class QnetInterceptor(grpc.aio.ServerInterceptor):
                                                      handler.response_serializer)
 
     def _record(self, method: str, code: str, started: float) -> None:
-        RPC_HANDLED.labels(self._service, method, code).inc()
-        RPC_SECONDS.labels(self._service, method).observe(time.perf_counter() - started)
+        handled = self._handled.get((method, code))
+        if handled is None:
+            handled = self._handled[(method, code)] = RPC_HANDLED.labels(self._service, method, code)
+        seconds = self._seconds.get(method)
+        if seconds is None:
+            seconds = self._seconds[method] = RPC_SECONDS.labels(self._service, method)
+        handled.inc()
+        seconds.observe(time.perf_counter() - started)
 
 
 class Component(Protocol):
