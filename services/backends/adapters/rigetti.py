@@ -58,6 +58,9 @@ MAX_WORK = 2e9
 #: Compilations kept by circuit fingerprint (a circuit assessed, then run, or submitted again is routed once),
 #: bounded in bytes; the calibration is the device's for its process's life.
 COMPILE_CACHE_BYTES = 16 << 20
+#: Outcome distributions kept by circuit fingerprint: a circuit run again is sampled again, not evolved again
+#: (the evolution depends only on the circuit and the calibration; every run draws its own shots).
+DISTRIBUTION_CACHE_BYTES = 32 << 20
 
 
 def aspen_lattice() -> tuple[tuple[int, int], ...]:
@@ -120,6 +123,7 @@ class RigettiAspen(Device):
         # Route onto the best-read qubits first.
         self._preferred = sorted(self._qubits, key=lambda q: self._qubits[q].readout_error)
         self._compiled: BytesLRU[_Compiled] = BytesLRU(COMPILE_CACHE_BYTES, lambda c: 2_000 + 500 * len(c.natives))
+        self._distributions: BytesLRU[np.ndarray] = BytesLRU(DISTRIBUTION_CACHE_BYTES, lambda p: 200 + p.nbytes)
 
     def _compile(self, circuit: Circuit, shots: int) -> _Compiled:
         """The circuit checked for these shots, routed and in native gates (from the cache when it was before)."""
@@ -154,7 +158,12 @@ class RigettiAspen(Device):
         else:
             # Simulated on the logical qubits: the router's SWAPs only move states between physical qubits.
             active = sorted({q for op in compiled.logical_natives for q in op.qubits} | set(measured.values()))
-            probabilities = self._distribution(compiled.logical_natives, active, compiled.layout)
+            key = circuit.fingerprint or None
+            probabilities = self._distributions.get(key) if key else None
+            if probabilities is None:
+                probabilities = self._distribution(compiled.logical_natives, active, compiled.layout)
+                if key:
+                    self._distributions.put(key, probabilities)
             bit_of_qubit = {q: i for i, q in enumerate(active)}
             counts = sample_counts(probabilities, bit_of_qubit, measured, circuit.num_clbits, shots, rng)
         return RunResult(counts, shots, compiled.depth, compiled.two_qubit_gates, time.perf_counter() - started)

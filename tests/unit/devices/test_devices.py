@@ -221,3 +221,22 @@ def test_ionq_builds_braket_s_capabilities_once_not_on_every_run(device_id, monk
     assert len(built) <= 1
     assert all(set(r.counts) <= {"00", "01", "10", "11"} and sum(r.counts.values()) == 200 for r in runs)
     assert all(r.counts.get("00", 0) + r.counts.get("11", 0) > 150 for r in runs)
+
+
+def test_rigetti_evolves_a_repeated_circuit_once_and_samples_every_run_afresh(monkeypatch):
+    """The noisy evolution depends only on the circuit and the calibration: a circuit run again is sampled from
+    the distribution its first run computed (3 ms -> 0.03 ms for a Bell circuit); each run draws its own shots."""
+    from services.backends.adapters import rigetti
+
+    aspen = rigetti.RigettiAspen()
+    evolved = []
+    real = aspen._distribution
+    monkeypatch.setattr(aspen, "_distribution", lambda *a: evolved.append(1) or real(*a))
+    bell = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; h q[0]; cx q[0],q[1]; measure q -> c;'
+    runs = [aspen.run(parse(bell), 4000, seed=seed).counts for seed in (1, 2, 1)]
+    assert len(evolved) == 1
+    assert runs[0] == runs[2] and runs[0] != runs[1]
+    assert all(0.05 < (r.get("01", 0) + r.get("10", 0)) / 4000 < 0.3 for r in runs)  # its calibrated noise
+    other = 'OPENQASM 2.0; include "qelib1.inc"; qreg q[2]; creg c[2]; x q[0]; measure q -> c;'
+    assert max(aspen.run(parse(other), 1000, seed=3).counts.items(), key=lambda kv: kv[1])[0] == "01"
+    assert len(evolved) == 2
