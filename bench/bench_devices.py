@@ -84,9 +84,16 @@ def rigetti_ratio() -> tuple[str, float, float, float]:
 
     loop_s, loop_counts = timed(pyqvm, 3)
     noiseless = RigettiAspen(noiseless=True)
-    ours_s, ours = timed(lambda: noiseless.run(parse(BELL), SHOTS), 20)
-    return "rigetti_aspen sampler vs PyQVM shot loop (noiseless)", loop_s, ours_s, hellinger_fidelity(
-        loop_counts, ours.counts)
+    ours_s, ours = timed(first_runs(noiseless), 20)
+    return "rigetti_aspen sampler vs PyQVM shot loop (noiseless, each run a circuit it has not seen)", loop_s, \
+        ours_s, hellinger_fidelity(loop_counts, ours.counts)
+
+
+def first_runs(device):
+    """Runs of the Bell circuit, each text new to the device (a comment apart): rigetti_aspen keeps each
+    circuit's compilation and distribution by fingerprint, and a repeated text would time only its sampling."""
+    texts = (f"{BELL} // {k}" for k in range(10**6))
+    return lambda: device.run(parse(next(texts)), SHOTS)
 
 
 def ionq_ratio(devices) -> tuple[str, float, float, float]:
@@ -131,9 +138,11 @@ def main() -> None:
     for name, reference, ours, fidelity in ratios:
         lines.append(f"| {name} | {1000 * reference:.1f} ms | {1000 * ours:.2f} ms | {reference / ours:.1f}x |"
                      f" {fidelity:.4f} |")
-    noisy_s, _ = timed(lambda: devices["rigetti_aspen"].run(parse(BELL), SHOTS), 20)
+    noisy_s, _ = timed(first_runs(devices["rigetti_aspen"]), 20)
+    again_s, _ = timed(lambda: devices["rigetti_aspen"].run(parse(BELL), SHOTS), 20)
     lines += ["", f"rigetti_aspen with its calibrated noise (density matrix, relaxation, readout): "
-              f"{1000 * noisy_s:.2f} ms per Bell run.", "",
+              f"{1000 * noisy_s:.2f} ms per Bell run of a circuit it has not seen, {1000 * again_s:.3f} ms for one"
+              " it has (sampled again from the distribution it kept).", "",
               "## QASMBench small circuits, 256 shots (first run, compilation included)", "",
               "An error code is the documented 400 the device answers (README, Errors).", ""]
     lines += qasmbench_table(devices)
