@@ -107,10 +107,11 @@ class Engine:
         self._lost: set[str] = set()
         #: Requests waiting for a job, woken when this replica records it or any replica announces a change.
         self._waiters: dict[str, set[_Waiter]] = {}
-        #: Workers waiting for work; jobs the insert claimed for them (with when), and hand-offs being inserted.
+        #: Workers waiting for work; jobs the insert claimed for them (with when), and the ids of hand-offs being
+        #: inserted (their `queued` may be announced before the insert returns: they are not in the queue).
         self._idle = 0
         self._handed: collections.deque[tuple[float, Job]] = collections.deque()
-        self._reserved = 0
+        self._handing: set[str] = set()
         #: A job may wait in the queue: one was queued, handed back or claimed since a worker last found the
         #: queue empty. A worker that ends a job looks in the store only then (one transaction per job fewer).
         self._queue_may_hold = True
@@ -166,14 +167,15 @@ class Engine:
         charge = Charge(_today(), plan.shots_needed, plan.cost_needed, *quota) if quota != (None, None) else None
         # A worker of this replica is idle: the insert claims the job for it (no second transaction, no wait
         # for it to look). The reservation is taken before the insert, so idle workers are never promised twice.
-        hand = not self._stopping and self._idle > len(self._handed) + self._reserved
-        self._reserved += hand
+        hand = not self._stopping and self._idle > len(self._handed) + len(self._handing)
+        if hand:
+            self._handing.add(job.job_id)
         try:
             # One transaction: a retry of this request (same request_id) returns the first job, charged once.
             stored, created = await asyncio.to_thread(
                 self.store.insert, job, request_id, charge, (self.worker_id, self._lease_s) if hand else None)
         finally:
-            self._reserved -= hand
+            self._handing.discard(job.job_id)
         if created:
             self._on_job(stored.job_id, QUEUED, "", 0.0)
             if hand:
@@ -263,7 +265,8 @@ class Engine:
             waiter.changed.set()
 
     def _runs_here(self, job_id: str) -> bool:
-        return job_id in self._running or any(job.job_id == job_id for _, job in self._handed)
+        return (job_id in self._running or job_id in self._handing
+                or any(job.job_id == job_id for _, job in self._handed))
 
     def _wake_one(self) -> None:
         """Wakes one idle worker to look for work (a new job, or there may be more)."""

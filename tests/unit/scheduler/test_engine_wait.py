@@ -4,6 +4,7 @@ is read when the wait starts and again once the outcome is recorded (on this rep
 from __future__ import annotations
 
 import asyncio
+import time
 
 from qnet_common import errors
 from qnet_common.db import Database
@@ -260,6 +261,46 @@ def test_a_worker_that_ends_a_handed_job_does_not_look_in_an_empty_queue(tmp_pat
     first_looks = asyncio.run(scenario())
     assert first_looks == 2  # each worker looked once when it started
     assert store.looked == first_looks
+
+
+def test_a_handed_job_announced_before_its_insert_returns_wakes_no_worker(tmp_path, monkeypatch):
+    """PostgreSQL announces the job's `queued` at its commit, and the notification can reach the engine before
+    the insert's thread hands the job back to it: the engine took that for a job waiting in the queue, and a
+    worker ran a claim transaction for nothing (about one job in two at concurrency 1, on PostgreSQL)."""
+    monkeypatch.setattr(engine_module, "IDLE_POLL_S", 30.0)  # no idle looks during the test
+
+    class AnnouncedAtCommit(ClaimCounting):
+        engine: Engine | None = None
+        loop: asyncio.AbstractEventLoop | None = None
+
+        def insert(self, job, request_id="", charge=None, claim_for=None):
+            stored = super().insert(job, request_id, charge, claim_for)
+            # The notification, handled on the loop while this thread still returns from the insert.
+            self.loop.call_soon_threadsafe(self.engine.announced, "job_updates", "queued", job.job_id)
+            time.sleep(0.05)
+            return stored
+
+    store = AnnouncedAtCommit(Database(f"sqlite:///{tmp_path / 'q.db'}"))
+
+    async def scenario():
+        engine = Engine(store, QuickDevice(), aggregator=None, workers=2, lease_s=30, notified=True)
+        store.engine, store.loop = engine, asyncio.get_running_loop()
+        engine.start()
+        try:
+            while engine._idle < 2:
+                await asyncio.sleep(0.01)
+            first_looks = store.looked
+            for _ in range(5):
+                job = await engine.submit("key", JobRequest(BELL, ("dev",), "fastest", 10))
+                assert (await engine.wait(job.job_id, 10)).status == COMPLETED
+                while engine._idle < 2:
+                    await asyncio.sleep(0.01)
+            return first_looks
+        finally:
+            await engine.stop(grace=1)
+
+    first_looks = asyncio.run(scenario())
+    assert store.looked == first_looks, f"{store.looked - first_looks} claim transactions for 5 handed jobs"
 
 
 def test_a_backlog_drains_without_waiting_for_the_idle_looks(tmp_path, monkeypatch):
