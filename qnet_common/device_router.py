@@ -57,9 +57,10 @@ class _Replica:
 
 
 class DeviceRouter:
-    def __init__(self, registry: Registry, service_key: str, statuses: StatusStore | None = None) -> None:
+    def __init__(self, registry: Registry, service_key: str, statuses: StatusStore) -> None:
         self._registry = registry
-        self._stored = Coalesced(lambda: asyncio.to_thread(statuses.load)) if statuses is not None else None
+        #: The statuses operators set, as stored (concurrent readers share one read begun after they asked).
+        self._stored = Coalesced(lambda: asyncio.to_thread(statuses.load))
         self._service_key = service_key
         self._replicas: dict[str, _Replica] = {}
         self._instances: list[Instance] = []
@@ -165,9 +166,7 @@ class DeviceRouter:
         """The devices within LIST_TTL_S (descriptions, queues, which replicas answer), each served one with its
         status as the shared store has it when the call began or later: an operator's change made before the
         call is in the answer, without asking every replica (a status page's read). While the store cannot be
-        read, the statuses the replicas last read stand; without a status store, a fresh listing."""
-        if self._stored is None:
-            return await self.list_devices(fresh=True)
+        read, the statuses the replicas last read stand."""
         devices, stored = await asyncio.gather(self.list_devices(), self._stored_statuses())
         # A device no replica answered for is listed bare (no qubits) and offline, whatever is stored for it.
         return [_with_status(d, stored[d.id]) if d.num_qubits and stored.get(d.id, d.status) != d.status else d

@@ -1,7 +1,10 @@
-"""Starts qnet services as real processes for tests, on port 0, and reads their bound ports."""
+"""Starts qnet services as real processes for tests, on port 0, reads their bound ports and their metrics, and
+waits for what they do."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import pathlib
 import re
@@ -10,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -63,3 +68,25 @@ def start(module: str, name: str, log_dir: pathlib.Path, env: dict[str, str], ti
             process.kill()
             raise RuntimeError(f"{name} did not start:\n{log_path.read_text()[-4000:]}")
     return Service(name, process, found["address"], found["metrics"], log_path)
+
+
+def rpcs_handled(metrics: str, method: str) -> int:
+    """How many calls of the gRPC `method` the service whose metrics are at `metrics` (host:port) has answered,
+    whatever their code, as Prometheus would scrape it."""
+    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return int(sum(float(value) for value in re.findall(
+        rf'^qnet_grpc_server_handled_total\{{[^}}]*method="{method}"[^}}]*\}} (\S+)$', text, re.M)))
+
+
+async def eventually(check: Callable[[], object], what: str, timeout: float = 10) -> None:
+    """Waits until `check()` (or what it returns, when that is awaitable) is true; fails saying `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return
+        assert time.monotonic() < deadline, f"{what} (waited {timeout}s)"
+        await asyncio.sleep(0.02)

@@ -13,6 +13,7 @@ from qnet.scheduler.v1 import (
 
 from qnet_common.db import Database
 from qnet_common.device_router import DeviceRouter
+from qnet_common.device_status import StatusStore
 from qnet_common.events import EventHub
 from qnet_common.grpcserver import serve
 from qnet_common.registry import Registry
@@ -34,7 +35,7 @@ class SchedulerComponent:
         self._settings = settings
         self._db = Database.shared(settings.db_url)
         self.store = JobStore(self._db)
-        self._router = DeviceRouter(Registry(self._db), settings.service_key)
+        self._router = DeviceRouter(Registry(self._db), settings.service_key, StatusStore(self._db))
         self._devices = DeviceClient(self._router)
         self._aggregator = AggregatorClient(settings.aggregator_addr, settings.service_key)
         self.hub = EventHub(self.store.events)

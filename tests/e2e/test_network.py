@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 from qnet_common.device_router import LIST_TTL_S
+from tests import procs
 from tests.e2e.conftest import MAINTENANCE_DEVICE, ROOT
 from tests.e2e.test_slice import BELL
 
@@ -118,15 +117,9 @@ def test_an_operator_takes_a_backend_offline_and_everything_follows(mesh):
 
 
 def listings_answered(mesh) -> int:
-    """ListDevices calls the backends replicas have answered, from their own metrics."""
-    total = 0
-    for name, address in mesh.metrics.items():
-        if name == "backends" or name.startswith("backends-"):
-            with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-                text = response.read().decode()
-            total += sum(float(v) for v in re.findall(
-                r'^qnet_grpc_server_handled_total\{[^}]*method="ListDevices"[^}]*\} (\S+)$', text, re.M))
-    return total
+    """ListDevices calls the backends replicas have answered."""
+    return sum(procs.rpcs_handled(address, "ListDevices") for name, address in mesh.metrics.items()
+               if name == "backends" or name.startswith("backends-"))
 
 
 def test_status_and_the_catalogue_do_not_ask_every_replica_on_every_request(mesh):

@@ -9,7 +9,6 @@ execution), and the catalogue reports a dead replica's devices as offline.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -272,6 +271,7 @@ async def test_a_replica_whose_registration_lapsed_in_a_database_outage_still_se
     """After an outage longer than the lease every registration has lapsed until its next renewal; a job
     claimed in that window used to fail NO_BACKENDS although every adapter was up."""
     from qnet_common.device_router import DeviceRouter
+    from qnet_common.device_status import StatusStore
     from qnet_common.registry import Registry
 
     backends = procs.start("services.backends.main", "backends", tmp_path,
@@ -284,7 +284,7 @@ async def test_a_replica_whose_registration_lapsed_in_a_database_outage_still_se
         Database(sqlite_url).query("UPDATE registry SET expires_at = ? WHERE service = 'backends'",
                                    (time.time() - 1,))
         backends.process.send_signal(__import__("signal").SIGCONT)  # up again, its next renewal not yet due
-        router = DeviceRouter(registry, SERVICE_KEY)
+        router = DeviceRouter(registry, SERVICE_KEY, StatusStore(Database(sqlite_url)))
         devices = {d.id: d.status for d in await router.list_devices(fresh=True)}
         await router.close()
         assert devices == {"ionq_simulator": "online"}
@@ -310,20 +310,28 @@ async def test_a_status_page_sees_a_stored_status_at_once_without_asking_the_rep
     statuses = StatusStore(db)
     router = DeviceRouter(Registry(db), SERVICE_KEY, statuses)
     cut_off = DeviceRouter(Registry(db), SERVICE_KEY, Unreadable(db))
+
+    def listings() -> int:
+        return procs.rpcs_handled(backends.metrics, "ListDevices")
+
+    async def replica_read_it() -> bool:  # the replica lists what it last read from the store (STATUS_TTL_S)
+        return (await cut_off.list_devices(fresh=True))[0].status == "maintenance"
+
+    async def gone() -> bool:  # a device no live replica serves is listed bare
+        return (await router.list_devices(fresh=True))[0].num_qubits == 0
+
     try:
         wait_for(lambda: [i for i in Registry(db).instances() if i.service == "backends"], 10, "no registration")
         assert {d.id: d.status for d in await router.devices_as_stored()} == {"ionq_simulator": "online"}
-        answered = listings(backends)
+        answered = listings()
         statuses.save("ionq_simulator", "maintenance")
         for _ in range(5):
             assert {d.id: d.status for d in await router.devices_as_stored()} == {"ionq_simulator": "maintenance"}
-        assert listings(backends) == answered, "a read asked the replica again within LIST_TTL_S"
-        # The replica lists what it last read from the store (within STATUS_TTL_S).
-        await eventually(lambda: cut_off.list_devices(fresh=True), lambda d: d[0].status == "maintenance",
-                         "the replica never read the stored status")
+        assert listings() == answered, "a read asked the replica again within LIST_TTL_S"
+        await procs.eventually(replica_read_it, "the replica never read the stored status")
         assert {d.id: d.status for d in await cut_off.devices_as_stored()} == {"ionq_simulator": "maintenance"}
         backends.terminate()
-        await eventually(lambda: router.list_devices(fresh=True), lambda d: d[0].num_qubits == 0, "still listed")
+        await procs.eventually(gone, "the stopped replica's device is still described")
         statuses.save("ionq_simulator", "online")
         assert {d.id: d.status for d in await router.devices_as_stored()} == {"ionq_simulator": "offline"}
     finally:
@@ -331,17 +339,3 @@ async def test_a_status_page_sees_a_stored_status_at_once_without_asking_the_rep
         await cut_off.close()
         backends.terminate()
 
-
-async def eventually(read, condition, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition(await read()):
-        assert time.monotonic() < deadline, f"{what} (waited {timeout}s)"
-        await asyncio.sleep(0.05)
-
-
-def listings(service: procs.Service) -> int:
-    """ListDevices calls the replica has answered, from its own metrics."""
-    with urllib.request.urlopen(f"http://{service.metrics}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
-    return int(sum(float(v) for v in re.findall(
-        r'^qnet_grpc_server_handled_total\{[^}]*method="ListDevices"[^}]*\} (\S+)$', text, re.M)))

@@ -13,6 +13,7 @@ import pytest
 
 from qnet_common.db import Database
 from qnet_common.events import Event, EventHub, EventLog
+from tests import procs
 
 WRITERS, EVENTS_EACH = 3, 250
 
@@ -100,7 +101,7 @@ async def test_a_hub_nobody_watches_reads_no_log_on_postgresql_and_a_watcher_mis
         try:
             for k in range(20):
                 await asyncio.to_thread(log.append, Event(topic="job_updates", status="queued", job_id=f"idle{k}"))
-            await until(lambda: sum(p.endswith(":idle19") for p in announced) == 1)
+            await procs.eventually(lambda: any(p.endswith(":idle19") for p in announced), "not announced")
             await asyncio.sleep(3 * EventHub.MIN_GAP_S)
             assert reads == [], "the hub read the log with nobody watching"
             middle = log.last_id()
@@ -119,7 +120,7 @@ async def test_a_hub_nobody_watches_reads_no_log_on_postgresql_and_a_watcher_mis
             await asyncio.sleep(0.2)  # both have joined
             for k in range(10):
                 await asyncio.to_thread(log.append, Event(topic="job_updates", status="queued", job_id=f"seen{k}"))
-            await until(lambda: len(live) >= 10 and len(replayed) >= 15)
+            await procs.eventually(lambda: len(live) >= 10 and len(replayed) >= 15, "the watchers fell short")
             for task in followers:
                 task.cancel()
             assert live == [f"seen{k}" for k in range(10)]
@@ -128,9 +129,3 @@ async def test_a_hub_nobody_watches_reads_no_log_on_postgresql_and_a_watcher_mis
             await hub.stop()
             db.close()
 
-
-async def until(condition, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "waited too long"
-        await asyncio.sleep(0.02)

@@ -158,12 +158,13 @@ class RigettiAspen(Device):
         else:
             # Simulated on the logical qubits: the router's SWAPs only move states between physical qubits.
             active = sorted({q for op in compiled.logical_natives for q in op.qubits} | set(measured.values()))
-            key = circuit.fingerprint or None
-            probabilities = self._distributions.get(key) if key else None
-            if probabilities is None:
-                probabilities = self._distribution(compiled.logical_natives, active, compiled.layout)
-                if key:
-                    self._distributions.put(key, probabilities)
+            def evolved() -> np.ndarray:
+                found = self._distribution(compiled.logical_natives, active, compiled.layout)
+                found.flags.writeable = False  # shared by every later run of the circuit
+                return found
+
+            key = circuit.fingerprint
+            probabilities = self._distributions.get_or_make(key, evolved) if key else evolved()
             bit_of_qubit = {q: i for i, q in enumerate(active)}
             counts = sample_counts(probabilities, bit_of_qubit, measured, circuit.num_clbits, shots, rng)
         return RunResult(counts, shots, compiled.depth, compiled.two_qubit_gates, time.perf_counter() - started)
